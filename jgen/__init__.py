@@ -1,0 +1,1 @@
+"""jgen: deep generative models in JAX."""
