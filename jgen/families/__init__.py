@@ -1,0 +1,17 @@
+"""Model families, looked up by `config.model.family` (the one registry, at the config edge)."""
+
+from jgen.families import vae
+from jgen.families.base import ModelSpec
+
+FAMILIES = {"vae": vae.build}
+
+
+def build_model(config, info) -> ModelSpec:
+    """The `ModelSpec` for `config.model.family`."""
+    name = config.model.family
+    if name not in FAMILIES:
+        raise ValueError(f"Unknown model.family={name!r}; known families: {', '.join(sorted(FAMILIES))}.")
+    return FAMILIES[name](config, info)
+
+
+__all__ = ["FAMILIES", "ModelSpec", "build_model"]

@@ -1,0 +1,5 @@
+"""Network pieces shared by several families."""
+
+from jgen.models.nn.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,213 @@
+"""The `jgen` command line: train | sample | eval | bench | data.
+
+  jgen train --config experiments/vae/configs/digits.py --workdir runs/digits [--config.a.b=v ...]
+  jgen sample --workdir runs/digits --num 64 --out samples.png      (or .npz)
+  jgen eval --workdir runs/digits [--split test] [--num-examples N]
+  jgen bench train-step --config FILE --devices 1,8
+  jgen data import mnist --from ../shared/data/mnist [--data-dir DIR]
+
+Multi-host: add --coordinator-address HOST:PORT --num-processes N --process-id I
+(or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or pass
+--distributed-auto on TPU pods and SLURM) and run the same command on every host.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates `--config.a.b=value` (or `--config.a.b value`) overrides from other args."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config."):]
+            if "=" not in body:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {arg} needs a value, e.g. {arg}=VALUE")
+                body = f"{body}={argv[i + 1]}"
+                i += 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _add_distributed_flags(p):
+    g = p.add_argument_group("multi-host (jax.distributed)")
+    g.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0")
+    g.add_argument("--coordinator-bind-address", default=None)
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--distributed-auto", action="store_true",
+                   help="let JAX detect the cluster (TPU pods, SLURM, Open MPI)")
+
+
+def _init_distributed(args):
+    from jgen.train.distributed import initialize
+
+    initialize(args.coordinator_address, args.num_processes, args.process_id,
+               coordinator_bind_address=args.coordinator_bind_address, auto=args.distributed_auto)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a config in a workdir (resumes if it has checkpoints)")
+    t.add_argument("--config", required=True, help="experiments/<family>/configs/<name>.py[:variant]")
+    t.add_argument("--workdir", required=True)
+    t.add_argument("--no-progress", action="store_true")
+    _add_distributed_flags(t)
+
+    s = sub.add_parser("sample", help="draw samples from a trained workdir")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--num", type=int, default=64)
+    s.add_argument("--out", required=True, help="a .png grid or an .npz of samples")
+    s.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("eval", help="NLL estimates (nats, bits/dim) of a trained workdir on a split")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--split", default=None, help="default: the config's data.eval_split")
+    e.add_argument("--num-examples", type=int, default=0, help="0 = the whole split")
+    e.add_argument("--batch-size", type=int, default=0, help="0 = the config's eval.batch_size")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--progress", action="store_true")
+    _add_distributed_flags(e)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bt = bsub.add_parser("train-step", help="train-step throughput (examples/s) per device count")
+    bt.add_argument("--config", required=True)
+    bt.add_argument("--devices", default="1", help="comma-separated device counts, e.g. 1,8")
+    bt.add_argument("--steps", type=int, default=50)
+    bt.add_argument("--repeats", type=int, default=5)
+    bt.add_argument("--out", default=None)
+    bt.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+    d = sub.add_parser("data", help="datasets")
+    dsub = d.add_subparsers(dest="data", required=True)
+    di = dsub.add_parser("import", help="write local raw files into TFDS's on-disk format")
+    di.add_argument("name", choices=["mnist"])
+    di.add_argument("--from", dest="from_dir", required=True, help="folder with the four MNIST IDX files")
+    di.add_argument("--data-dir", default=None, help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    di.add_argument("--no-verify", action="store_true", help="skip the md5 check")
+    return p
+
+
+def _load_config(spec: str, overrides: list[str]):
+    from jgen.config import apply_overrides, load_config
+
+    return apply_overrides(load_config(spec), overrides)
+
+
+def cmd_train(args, overrides):
+    config = _load_config(args.config, overrides)
+    _init_distributed(args)
+    from jgen.train.loop import train_and_evaluate
+
+    train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"Done. Workdir {args.workdir}: samples.png, loss_curve.png, metrics.jsonl, checkpoints/")
+
+
+def cmd_sample(args):
+    import numpy as np
+
+    from jgen.train.artifacts import save_image_grid
+    from jgen.train.loop import generate, restore_for_inference
+
+    run, state, step = restore_for_inference(args.workdir)
+    images = generate(run, state, args.num, seed=args.seed)
+    if args.out.endswith(".npz"):
+        np.savez(args.out, samples=images, step=step)
+    elif args.out.endswith(".png"):
+        save_image_grid(images, args.out)
+    else:
+        raise SystemExit(f"error: --out must end in .png or .npz, got {args.out!r}")
+    print(json.dumps({"out": args.out, "num": args.num, "step": int(step), "shape": list(images.shape)}))
+
+
+def cmd_eval(args):
+    _init_distributed(args)
+    import jax
+
+    from jgen.data import get_source
+    from jgen.train.evaluate import evaluate
+    from jgen.train.loop import eval_params, restore_for_inference
+
+    run, state, step = restore_for_inference(args.workdir)
+    config = run.config
+    split = args.split or config.data.eval_split
+    source = get_source(config.data.name, split, data_dir=config.data.get("data_dir") or None)
+    results = evaluate(run.spec, eval_params(state, config), source, mesh=run.mesh,
+                       batch_size=args.batch_size or config.eval.batch_size, key=jax.random.PRNGKey(args.seed),
+                       num_examples=args.num_examples, progress=args.progress)
+    report = {"workdir": args.workdir, "step": int(step), "dataset": config.data.name, "split": split,
+              "preprocess": config.data.eval_preprocess, "nll": results}
+    text = json.dumps(report, indent=2)
+    if jax.process_index() == 0:
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+
+
+def cmd_bench(args, overrides):
+    from jgen.bench import run_device_sweep, train_step_throughput
+
+    if args.child:
+        config = _load_config(args.config, overrides)
+        print(json.dumps(train_step_throughput(config, steps=args.steps, repeats=args.repeats)))
+        return
+    devices = [int(x) for x in args.devices.split(",") if x]
+    result = run_device_sweep(args.config, overrides, devices, steps=args.steps, repeats=args.repeats)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+def cmd_data(args):
+    from jgen.data import import_mnist
+
+    path = import_mnist(args.from_dir, args.data_dir, verify_checksums=not args.no_verify)
+    print(f"Imported MNIST into {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rest, overrides = _split_overrides(argv)
+    args = _parser().parse_args(rest)
+    if overrides and args.command not in ("train", "bench"):
+        raise SystemExit(f"error: --config.* overrides only apply to train and bench, not {args.command}")
+    from jgen.config import ConfigError
+    from jgen.data import DatasetNotFoundError
+
+    try:
+        if args.command == "train":
+            cmd_train(args, overrides)
+        elif args.command == "sample":
+            cmd_sample(args)
+        elif args.command == "eval":
+            cmd_eval(args)
+        elif args.command == "bench":
+            cmd_bench(args, overrides)
+        elif args.command == "data":
+            cmd_data(args)
+    except (ConfigError, DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

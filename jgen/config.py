@@ -1,0 +1,123 @@
+"""Experiment configs: loading `get_config()` files and applying command-line
+overrides with clear errors.
+
+A config file is a Python file defining `get_config(variant=None)` that returns
+an `ml_collections.ConfigDict`. On the command line it is named as
+`path/to/file.py` or `path/to/file.py:variant` (e.g. `:tiny` for the test
+variant). Overrides are `a.b.c=value` strings; the value is parsed to the type
+of the existing field, and an unknown key fails with the close matches.
+"""
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+
+import ml_collections
+from ml_collections import ConfigDict
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid."""
+
+
+def load_config(spec: str) -> ConfigDict:
+    """Loads `file.py[:variant]` and returns its locked ConfigDict."""
+    path, _, variant = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"Config file {path!r} does not exist. Configs live in experiments/<family>/configs/, "
+            "e.g. --config experiments/vae/configs/digits.py"
+        )
+    module_spec = importlib.util.spec_from_file_location(f"jgen_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"Config file {path!r} defines no get_config() function.")
+    config = module.get_config(variant) if variant else module.get_config()
+    if not isinstance(config, ConfigDict):
+        raise ConfigError(f"get_config() in {path!r} returned {type(config).__name__}, expected a ConfigDict.")
+    config.lock()
+    return config
+
+
+def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a (nested) ConfigDict."""
+    keys = []
+    for k, v in config.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, ConfigDict):
+            keys.extend(flat_keys(v, name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _parse_value(text: str, current):
+    """Parses `text` to the type of `current` (bool/int/float/str/tuple/list/None)."""
+    if isinstance(current, bool):
+        low = text.lower()
+        if low in ("1", "true", "yes"):
+            return True
+        if low in ("0", "false", "no"):
+            return False
+        raise ConfigError(f"expected a boolean (true/false), got {text!r}")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(current, tuple) and isinstance(value, (int, float)):
+        return (value,)
+    return value
+
+
+def apply_overrides(config: ConfigDict, overrides: list[str]) -> ConfigDict:
+    """Applies `a.b=value` overrides in place; unknown keys fail with close matches."""
+    known = flat_keys(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"Override {item!r} must look like a.b.c=value.")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(sorted(known))}."
+            )
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        try:
+            value = _parse_value(text, node[leaf])
+        except (ValueError, ConfigError) as e:
+            raise ConfigError(f"Bad value for {key}: {e}") from None
+        with node.ignore_type():
+            node[leaf] = value
+    return config
+
+
+def save_config(config: ConfigDict, path: str) -> None:
+    with open(path, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def load_saved_config(workdir: str) -> ConfigDict:
+    """The config a run saved beside its checkpoints (`WORKDIR/config.json`)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"No config.json in workdir {workdir!r}: is it the --workdir of a `jgen train` run?"
+        )
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    return config

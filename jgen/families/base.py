@@ -1,0 +1,32 @@
+"""What a model family hands to the shared machinery (train, sample, eval, CLI).
+
+A family's `build(config, info)` returns a `ModelSpec` of pure functions; the
+training loop compiles them over the device mesh. Every later family (flows,
+autoregressive, diffusion, ...) plugs in by providing the same five pieces.
+"""
+
+from typing import Callable, NamedTuple
+
+from jgen.typing import Array, Batch, LossFn, Params, PRNGKey
+
+
+class ModelSpec(NamedTuple):
+    """The functions of one configured model.
+
+    Attributes:
+      init: `init(key) -> params`.
+      loss_fn: `loss_fn(params, key, batch) -> (loss, aux)`; aux holds named
+        per-example terms [B].
+      sample: `sample(params, key, num) -> images [num, H, W, C]` in [0, 1].
+      eval_fn: `eval_fn(params, key, batch) -> {estimator: per-example NLL [B] in nats}`,
+        e.g. {"ELBO": ..., "IWAE-5000": ...}; padded rows are masked by the caller.
+      num_dims: the number of data dimensions, for bits/dim.
+      stochastic: which estimators in eval_fn are random (others are exact).
+    """
+
+    init: Callable[[PRNGKey], Params]
+    loss_fn: LossFn
+    sample: Callable[[Params, PRNGKey, int], Array]
+    eval_fn: Callable[[Params, PRNGKey, Batch], dict[str, Array]]
+    num_dims: int
+    stochastic: tuple[str, ...] = ()

@@ -1,0 +1,265 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Everything a family needs is in its `ModelSpec`; this loop owns the edges:
+mesh and shardings, the data iterator, Orbax checkpoints (resume from the
+newest restorable step), metrics, the progress bar, preemption (SIGTERM) and
+the PNGs left in the workdir. It waits for results at least every 16 steps, so
+it never queues an unbounded number of steps (which can deadlock XLA's CPU
+collectives on few cores).
+"""
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm.auto import tqdm
+
+from jgen.checkpoint import Checkpointer
+from jgen.config import save_config
+from jgen.data import DataIterator, dataset_info, get_source
+from jgen.families import build_model
+from jgen.train import artifacts
+from jgen.train.evaluate import evaluate
+from jgen.train.mesh import batch_sharding, check_global_batch, make_mesh, replicated
+from jgen.train.optim import make_optimizer
+from jgen.train.state import TrainState, create_train_state
+from jgen.train.step import make_train_step, nonfinite_terms
+
+MAX_QUEUED_STEPS = 16
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinite loss, term or gradient."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything `train_and_evaluate` set up, for inference and tests."""
+
+    config: ConfigDict
+    mesh: object
+    spec: object
+    optimizer: object
+    info: object
+
+
+def setup(config: ConfigDict) -> Run:
+    """Mesh, dataset info, model spec and optimizer for a config (no data read)."""
+    mesh = make_mesh(config.get("num_devices", 0) or None)
+    data_dir = config.data.get("data_dir") or None
+    info = dataset_info(config.data.name, data_dir=data_dir)
+    spec = build_model(config, info)
+    optimizer = make_optimizer(config.optim, config.train.num_steps)
+    return Run(config=config, mesh=mesh, spec=spec, optimizer=optimizer, info=info)
+
+
+def abstract_state(run: Run):
+    """Shapes, dtypes and (replicated) shardings of the train state, computed without FLOPs."""
+    key = jax.random.PRNGKey(run.config.seed)
+    shapes = jax.eval_shape(lambda k: _init_state(run, k), key)
+    sharding = replicated(run.mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def _init_state(run: Run, key) -> TrainState:
+    init_key, state_key = jax.random.split(key)
+    return create_train_state(run.spec.init(init_key), run.optimizer, state_key)
+
+
+def init_state(run: Run) -> TrainState:
+    key = jax.random.PRNGKey(run.config.seed)
+    return jax.jit(lambda k: _init_state(run, k), out_shardings=replicated(run.mesh))(key)
+
+
+def eval_params(state: TrainState, config: ConfigDict):
+    """The parameters used for sampling and evaluation: EMA if enabled."""
+    return state.ema_params if config.train.get("ema_decay", 0.0) > 0 else state.params
+
+
+def host_value(x) -> np.ndarray:
+    """A host copy of a replicated global array (works across processes)."""
+    return np.asarray(x.addressable_data(0))
+
+
+class _Preemption:
+    """Records SIGTERM so the loop can checkpoint and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def any_process(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
+        return bool(np.any(flags))
+
+
+def _stack_batches(batches, sharding):
+    stacked = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+    return {k: jax.device_put(v, sharding) for k, v in stacked.items()}
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = True) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its checkpoints if any.
+
+    Leaves in the workdir: config.json, checkpoints/, metrics.jsonl,
+    loss_curve.png and samples.png. Returns the final state.
+
+    Raises:
+      NonFiniteError: a loss term or gradient became NaN/inf (the message names
+        the step and the terms; checkpoints saved before it are intact).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    run = setup(config)
+    mesh, spec, tc = run.mesh, run.spec, config.train
+    check_global_batch(tc.batch_size, mesh)
+    steps_per_call = int(tc.get("steps_per_call", 1))
+    if tc.num_steps % steps_per_call:
+        raise ValueError(
+            f"train.num_steps={tc.num_steps} must be a multiple of train.steps_per_call={steps_per_call}."
+        )
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    data_dir = config.data.get("data_dir") or None
+    source = get_source(config.data.name, config.data.train_split, data_dir=data_dir,
+                        download=config.data.get("download", False))
+    iterator = DataIterator(source, global_batch_size=tc.batch_size, seed=config.seed,
+                            sharding=batch_sharding(mesh))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=tc.save_every,
+                        keep=tc.get("keep_checkpoints", 3))
+    restored = ckpt.restore_latest(abstract_state(run))
+    if restored is None:
+        state, step = init_state(run), 0
+        if is_chief and os.path.exists(metrics_path):
+            os.remove(metrics_path)
+    else:
+        step, state, data_state = restored
+        iterator.set_state(data_state)
+        if is_chief:
+            artifacts.truncate_metrics(metrics_path, step)
+            print(f"Resumed from checkpoint step {step} in {ckpt.directory}", flush=True)
+    if is_chief:
+        save_config(config, os.path.join(workdir, "config.json"))
+
+    train_step = make_train_step(spec.loss_fn, run.optimizer, mesh=mesh,
+                                 ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call)
+    stacked_sharding = batch_sharding(mesh, leading_axes=1)
+    log_every = max(int(tc.log_every), 1)
+    sync_every = max(steps_per_call, (min(log_every, MAX_QUEUED_STEPS) // steps_per_call) * steps_per_call)
+    eval_every = int(tc.get("eval_every", 0))
+    eval_source = None
+    pending, window = [], []
+    t_window, steps_window = time.perf_counter(), 0
+    bar = tqdm(total=tc.num_steps, initial=step, desc="train", disable=not progress or not is_chief,
+               dynamic_ncols=True)
+    with _Preemption() as preemption:
+        while step < tc.num_steps:
+            if steps_per_call > 1:
+                batch = _stack_batches([next(iterator) for _ in range(steps_per_call)], stacked_sharding)
+            else:
+                batch = next(iterator)
+            state, metrics = train_step(state, batch)
+            first = step + 1
+            step += steps_per_call
+            pending.append((first, metrics))
+            save_due = step % tc.save_every == 0 or step == tc.num_steps
+            if not (step % sync_every == 0 or save_due or step == tc.num_steps):
+                continue
+            # Sync point: wait for the queued steps and check them before anything is saved.
+            for first_step, m in pending:
+                host = {k: host_value(v) for k, v in m.items()}
+                rows = [host] if steps_per_call == 1 else [
+                    {k: v[i] for k, v in host.items()} for i in range(steps_per_call)]
+                for i, row in enumerate(rows):
+                    bad = nonfinite_terms(row)
+                    if bad:
+                        ckpt.wait()
+                        good = ckpt.all_steps()
+                        raise NonFiniteError(
+                            f"Non-finite value at step {first_step + i}: "
+                            + ", ".join(f"{k}={float(row[k])}" for k in bad)
+                            + f". Stopped; the last good checkpoint ({good[-1] if good else 'none'}) in "
+                            f"{ckpt.directory} is intact. Try a lower --config.optim.learning_rate or "
+                            "gradient clipping (--config.optim.grad_clip_norm=1.0)."
+                        )
+                    window.append(row)
+            steps_window += sum(steps_per_call for _ in pending)
+            bar.update(steps_per_call * len(pending))
+            pending.clear()
+            if step % log_every == 0 or step == tc.num_steps:
+                elapsed = time.perf_counter() - t_window
+                row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                row.update(step=step, steps_per_sec=steps_window / elapsed,
+                           examples_per_sec=steps_window * tc.batch_size / elapsed)
+                if eval_every and (step % eval_every == 0 or step == tc.num_steps):
+                    if eval_source is None:
+                        eval_source = get_source(config.data.name, config.data.eval_split, data_dir=data_dir)
+                    res = evaluate(spec, eval_params(state, config), eval_source, mesh=mesh,
+                                   batch_size=config.eval.batch_size, key=jax.random.PRNGKey(config.seed + 1),
+                                   num_examples=tc.get("eval_examples", 0))
+                    row["eval/ELBO"] = res["ELBO"]["nats"] if "ELBO" in res else None
+                if is_chief:
+                    artifacts.append_metrics(metrics_path, row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", steps_per_s=f"{row['steps_per_sec']:.1f}")
+                window, t_window, steps_window = [], time.perf_counter(), 0
+            if save_due:
+                ckpt.save(step, state, iterator.get_state(), force=step == tc.num_steps)
+            if preemption.any_process():
+                ckpt.save(step, state, iterator.get_state(), force=True)
+                ckpt.close()
+                bar.close()
+                print(f"SIGTERM: saved checkpoint at step {step} in {ckpt.directory}; exiting.", flush=True)
+                return state
+    bar.close()
+    ckpt.close()
+    if is_chief:
+        artifacts.plot_loss_curve(metrics_path, os.path.join(workdir, "loss_curve.png"))
+    images = generate(run, state, config.sample.get("num", 64), seed=config.seed)
+    if is_chief:
+        artifacts.save_image_grid(images, os.path.join(workdir, "samples.png"))
+    return state
+
+
+def generate(run: Run, state: TrainState, num: int, *, seed: int = 0) -> np.ndarray:
+    """`num` samples [num, H, W, C] in [0, 1] from the state's eval parameters, as numpy."""
+    sample = jax.jit(run.spec.sample, static_argnums=2, out_shardings=replicated(run.mesh))
+    out = sample(eval_params(state, run.config), jax.random.PRNGKey(seed + 2), int(num))
+    return host_value(out)
+
+
+def restore_for_inference(workdir: str, config: ConfigDict | None = None):
+    """(run, state, step) for the newest restorable checkpoint of a workdir."""
+    from jgen.config import load_saved_config
+
+    config = config or load_saved_config(workdir)
+    run = setup(config)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=10**6, async_save=False)
+    restored = ckpt.restore_latest(abstract_state(run))
+    ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(
+            f"No restorable checkpoint in {os.path.join(workdir, 'checkpoints')}; train first with "
+            f"`jgen train --config ... --workdir {workdir}`."
+        )
+    step, state, _ = restored
+    return run, state, step

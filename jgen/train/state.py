@@ -1,0 +1,37 @@
+"""The training state: one pytree holding everything a run needs to continue."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jgen.typing import Params, PRNGKey
+
+
+@flax.struct.dataclass
+class TrainState:
+    """step, params, optimizer state, EMA params and the run's base key.
+
+    The key is never split in place: the key of step `s` is
+    `jax.random.fold_in(state.key, s)`, so a resumed run draws exactly the
+    randomness an uninterrupted run would.
+    """
+
+    step: jax.Array
+    params: Params
+    opt_state: Any
+    ema_params: Params
+    key: PRNGKey
+
+
+def create_train_state(params: Params, optimizer: optax.GradientTransformation, key: PRNGKey) -> TrainState:
+    """A fresh state at step 0 (EMA initialised to the parameters)."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        ema_params=jax.tree.map(jnp.copy, params),
+        key=key,
+    )

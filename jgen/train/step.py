@@ -1,0 +1,83 @@
+"""The compiled training step.
+
+`make_train_step(loss_fn, optimizer, mesh=...)` returns one jitted function
+`step(state, batch) -> (state, metrics)` with the batch sharded along the mesh's
+`data` axis, the state replicated and donated. Metrics are scalars: the loss,
+the global gradient norm, and the batch mean of every named per-example term
+the loss returns in its aux dict. The host checks them for non-finite values.
+"""
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jgen.losses.elbo import masked_mean
+from jgen.train.mesh import batch_sharding, replicated
+from jgen.train.state import TrainState
+from jgen.typing import LossFn
+
+
+def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float):
+    def step(state: TrainState, batch):
+        key = jax.random.fold_in(state.key, state.step)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if ema_decay > 0:
+            ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        else:
+            ema = params
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items()})
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+        return new_state, metrics
+
+    return step
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    mesh: Mesh,
+    ema_decay: float = 0.0,
+    steps_per_call: int = 1,
+    donate: bool = True,
+):
+    """Compiles `step(state, batch) -> (state, metrics)` once over `mesh`.
+
+    Args:
+      loss_fn: `loss_fn(params, key, batch) -> (loss, aux)`, aux a dict of
+        per-example [B] terms.
+      optimizer: an optax transformation (clipping and schedules included).
+      mesh: the device mesh; the batch is sharded along `data`.
+      ema_decay: EMA of parameters, ema <- decay * ema + (1 - decay) * params;
+        0 disables it (ema_params then track params).
+      steps_per_call: if > 1 the call takes a stack of batches [S, B, ...] and
+        runs S steps in a `lax.scan`; metrics then have a leading [S] axis.
+      donate: donate the input state's buffers.
+
+    Returns:
+      The jitted step function. Place the state with
+      `jax.device_put(state, replicated(mesh))` first (the loop's init does), or
+      the first call traces once more for the uncommitted input.
+    """
+    step = _single_step(loss_fn, optimizer, ema_decay)
+    if steps_per_call > 1:
+        single = step
+
+        def step(state, batches):  # noqa: F811 -- the scanned variant
+            return jax.lax.scan(single, state, batches)
+
+    return jax.jit(
+        step,
+        in_shardings=(replicated(mesh), batch_sharding(mesh, leading_axes=int(steps_per_call > 1))),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=(0,) if donate else (),
+    )
+
+
+def nonfinite_terms(metrics: dict) -> list[str]:
+    """Names of host-side (numpy) metric values that are NaN or infinite."""
+    return [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
