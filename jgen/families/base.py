@@ -30,3 +30,22 @@ class ModelSpec(NamedTuple):
     eval_fn: Callable[[Params, PRNGKey, Batch], dict[str, Array]]
     num_dims: int
     stochastic: tuple[str, ...] = ()
+
+
+def check_image_batch(batch, image_shape, *, who: str) -> None:
+    """Raises a clear error unless `batch["image"]` is raw pixels [B, *image_shape].
+
+    Static (shape/dtype) checks only, so it is safe under `jit`; pixel ranges
+    are checked by the preprocessing functions in `jgen.data`.
+    """
+    if "image" not in batch:
+        raise KeyError(f"{who} expects a batch dict with an 'image' key; got keys {sorted(batch)}.")
+    x = batch["image"]
+    expected = (tuple(image_shape))
+    if x.ndim != 1 + len(expected) or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"{who} expects batch['image'] of shape [B, {', '.join(map(str, expected))}] "
+            f"(the dataset's image shape); got {x.dtype} {list(x.shape)}. "
+            "Images are [batch, height, width, channels]: reshape flattened data, and add a "
+            "trailing channel axis to grayscale [B, H, W] images."
+        )

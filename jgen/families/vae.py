@@ -10,7 +10,7 @@ from ml_collections import ConfigDict
 
 from jgen.data import get_preprocess
 from jgen.distributions import bernoulli_logits_log_prob
-from jgen.families.base import ModelSpec
+from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses import elbo_terms, iwae_bound, make_elbo_loss
 from jgen.models.vae import VAE
 
@@ -32,7 +32,11 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     preprocess = get_preprocess(config.data.preprocess)
     eval_preprocess = get_preprocess(config.data.eval_preprocess)
-    loss_fn = make_elbo_loss(encode_fn, log_likelihood_fn, beta=config.model.beta, preprocess=preprocess)
+    elbo_loss = make_elbo_loss(encode_fn, log_likelihood_fn, beta=config.model.beta, preprocess=preprocess)
+
+    def loss_fn(params, key, batch):
+        check_image_batch(batch, image_shape, who="The VAE loss")
+        return elbo_loss(params, key, batch)
 
     def init(key):
         return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
@@ -46,6 +50,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
     chunk = int(config.eval.iwae_chunk)
 
     def eval_fn(params, key, batch):
+        check_image_batch(batch, image_shape, who="The VAE evaluator")
         key_pre, key_e, key_i = jax.random.split(key, 3)
         x = eval_preprocess(key_pre, batch["image"], batch["index"])
         out = {"ELBO": -elbo_terms(encode_fn, log_likelihood_fn, params, key_e, x)["elbo"]}

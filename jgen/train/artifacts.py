@@ -31,7 +31,7 @@ def save_image_grid(images, path: str, *, ncols: int | None = None, scale: int |
     grid = image_grid(images, ncols=ncols)
     img = Image.fromarray(grid)
     if scale is None:
-        scale = max(1, 256 // max(np.asarray(images).shape[1], 1))
+        scale = max(1, 64 // max(np.asarray(images).shape[1], 1))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(path)

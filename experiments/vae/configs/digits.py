@@ -20,6 +20,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
     config.data.download = False
     config.data.preprocess = "binarize_dynamic"
     config.data.eval_preprocess = "binarize_static"
+    config.data.cache = False  # decode the split into memory once
 
     config.model = ConfigDict()
     config.model.family = "vae"
