@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and args.command not in ("train", "bench"):
         raise SystemExit(f"error: --config.* overrides only apply to train and bench, not {args.command}")
     from jgen.config import ConfigError
-    from jgen.data import DatasetNotFoundError
+    from jgen.train.loop import NonFiniteError
 
     try:
         if args.command == "train":
@@ -203,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd_bench(args, overrides)
         elif args.command == "data":
             cmd_data(args)
-    except (ConfigError, DatasetNotFoundError) as e:
+    except (ConfigError, FileNotFoundError) as e:  # includes DatasetNotFoundError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 
