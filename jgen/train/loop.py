@@ -157,48 +157,63 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = Tru
     os.makedirs(workdir, exist_ok=True)
     is_chief = jax.process_index() == 0
     run = setup(config)
-    mesh, spec, tc = run.mesh, run.spec, config.train
-    check_global_batch(tc.batch_size, mesh)
+    tc = config.train
+    check_global_batch(tc.batch_size, run.mesh)
     steps_per_call = int(tc.get("steps_per_call", 1))
     if tc.num_steps % steps_per_call:
         raise ValueError(
             f"train.num_steps={tc.num_steps} must be a multiple of train.steps_per_call={steps_per_call}."
         )
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
     data_dir = config.data.get("data_dir") or None
     source = get_source(config.data.name, config.data.train_split, data_dir=data_dir,
                         download=config.data.get("download", False))
     if config.data.get("cache", False):
         source = materialize(source)
     iterator = DataIterator(source, global_batch_size=tc.batch_size, seed=config.seed,
-                            sharding=batch_sharding(mesh))
+                            sharding=batch_sharding(run.mesh))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=tc.save_every,
                         keep=tc.get("keep_checkpoints", 3))
+    logger = _Logger(run, workdir, progress=progress)
+    try:
+        state, step = _restore_or_init(run, ckpt, iterator, logger)
+        if is_chief:
+            save_config(config, os.path.join(workdir, "config.json"))
+        state, finished = _loop(run, state, step, iterator, ckpt, logger)
+    finally:
+        iterator.close()
+        ckpt.close()
+        logger.close()
+    if finished:
+        if is_chief:
+            artifacts.plot_loss_curve(logger.path, os.path.join(workdir, "loss_curve.png"))
+        images = generate(run, state, config.sample.get("num", 64), seed=config.seed)
+        if is_chief:
+            artifacts.save_image_grid(images, os.path.join(workdir, "samples.png"))
+    return state
+
+
+def _restore_or_init(run: Run, ckpt: Checkpointer, iterator, logger) -> tuple[TrainState, int]:
     restored = ckpt.restore_latest(abstract_state(run))
     if restored is None:
-        state, step = init_state(run), 0
-        if is_chief and os.path.exists(metrics_path):
-            os.remove(metrics_path)
-    else:
-        step, state, data_state = restored
-        iterator.set_state(data_state)
-        if is_chief:
-            artifacts.truncate_metrics(metrics_path, step)
-            print(f"Resumed from checkpoint step {step} in {ckpt.directory}", flush=True)
-    if is_chief:
-        save_config(config, os.path.join(workdir, "config.json"))
+        logger.start(0)
+        return init_state(run), 0
+    step, state, data_state = restored
+    iterator.set_state(data_state)
+    logger.start(step)
+    if jax.process_index() == 0:
+        print(f"Resumed from checkpoint step {step} in {ckpt.directory}", flush=True)
+    return state, step
 
-    train_step = make_train_step(spec.loss_fn, run.optimizer, mesh=mesh,
+
+def _loop(run: Run, state: TrainState, step: int, iterator, ckpt: Checkpointer, logger) -> tuple[TrainState, bool]:
+    """Runs steps until train.num_steps; returns (state, finished) (False on SIGTERM)."""
+    tc = run.config.train
+    steps_per_call = int(tc.get("steps_per_call", 1))
+    train_step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh,
                                  ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call)
-    stacked_sharding = batch_sharding(mesh, leading_axes=1)
-    log_every = max(int(tc.log_every), 1)
+    stacked_sharding = batch_sharding(run.mesh, leading_axes=1)
     sync_every = max(steps_per_call, (MAX_QUEUED_STEPS // steps_per_call) * steps_per_call)
-    eval_every = int(tc.get("eval_every", 0))
-    eval_source = None
-    pending, window = [], []
-    t_window, steps_window = time.perf_counter(), 0
-    bar = tqdm(total=tc.num_steps, initial=step, desc="train", disable=not progress or not is_chief,
-               dynamic_ncols=True)
+    pending = []  # (first step number, device metrics) not yet checked on the host
     with _Preemption() as preemption:
         while step < tc.num_steps:
             if steps_per_call > 1:
@@ -206,68 +221,104 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = Tru
             else:
                 batch = next(iterator)
             state, metrics = train_step(state, batch)
-            first = step + 1
+            pending.append((step + 1, metrics))
             step += steps_per_call
-            pending.append((first, metrics))
             save_due = step % tc.save_every == 0 or step == tc.num_steps
-            log_due = step % log_every == 0 or step == tc.num_steps
+            log_due = step % logger.every == 0 or step == tc.num_steps
             if not (step % sync_every == 0 or save_due or log_due):
                 continue
             # Sync point: wait for the queued steps and check them before anything is saved.
-            for first_step, m in pending:
-                host = {k: host_value(v) for k, v in m.items()}
-                rows = [host] if steps_per_call == 1 else [
-                    {k: v[i] for k, v in host.items()} for i in range(steps_per_call)]
-                for i, row in enumerate(rows):
-                    bad = nonfinite_terms(row)
-                    if bad:
-                        ckpt.wait()
-                        good = ckpt.all_steps()
-                        raise NonFiniteError(
-                            f"Non-finite value at step {first_step + i}: "
-                            + ", ".join(f"{k}={float(row[k])}" for k in bad)
-                            + f". Stopped; the last good checkpoint ({good[-1] if good else 'none'}) in "
-                            f"{ckpt.directory} is intact. Try a lower --config.optim.learning_rate or "
-                            "gradient clipping (--config.optim.grad_clip_norm=1.0)."
-                        )
-                    window.append(row)
-            steps_window += sum(steps_per_call for _ in pending)
-            bar.update(steps_per_call * len(pending))
+            for first, m in pending:
+                logger.add(_checked_rows(first, m, steps_per_call, ckpt))
             pending.clear()
             if log_due:
-                elapsed = time.perf_counter() - t_window
-                row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                row.update(step=step, steps_per_sec=steps_window / elapsed,
-                           examples_per_sec=steps_window * tc.batch_size / elapsed)
-                if eval_every and (step % eval_every == 0 or step == tc.num_steps):
-                    if eval_source is None:
-                        eval_source = get_source(config.data.name, config.data.eval_split, data_dir=data_dir)
-                        eval_spec = build_model(_elbo_only(config), run.info)
-                    res = evaluate(eval_spec, eval_params(state, config), eval_source, mesh=mesh,
-                                   batch_size=config.eval.batch_size, key=jax.random.PRNGKey(config.seed + 1),
-                                   num_examples=tc.get("eval_examples", 0))
-                    row["eval/ELBO"] = res["ELBO"]["nats"] if "ELBO" in res else None
-                if is_chief:
-                    artifacts.append_metrics(metrics_path, row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", steps_per_s=f"{row['steps_per_sec']:.1f}")
-                window, t_window, steps_window = [], time.perf_counter(), 0
+                logger.log(step, state)
             if save_due:
                 ckpt.save(step, state, iterator.get_state(), force=step == tc.num_steps)
             if preemption.any_process():
                 if step not in ckpt.all_steps():
                     ckpt.save(step, state, iterator.get_state(), force=True)
-                ckpt.close()
-                bar.close()
-                print(f"SIGTERM: saved checkpoint at step {step} in {ckpt.directory}; exiting.", flush=True)
-                return state
-    bar.close()
-    ckpt.close()
-    if is_chief:
-        artifacts.plot_loss_curve(metrics_path, os.path.join(workdir, "loss_curve.png"))
-    images = generate(run, state, config.sample.get("num", 64), seed=config.seed)
-    if is_chief:
-        artifacts.save_image_grid(images, os.path.join(workdir, "samples.png"))
-    return state
+                ckpt.wait()
+                if jax.process_index() == 0:
+                    print(f"SIGTERM: saved checkpoint at step {step} in {ckpt.directory}; exiting.", flush=True)
+                return state, False
+    return state, True
+
+
+def _checked_rows(first: int, metrics, steps_per_call: int, ckpt: Checkpointer) -> list[dict]:
+    """Host copies of one call's metrics (one row per step), refusing non-finite values."""
+    host = {k: host_value(v) for k, v in metrics.items()}
+    rows = [host] if steps_per_call == 1 else [{k: v[i] for k, v in host.items()} for i in range(steps_per_call)]
+    for i, row in enumerate(rows):
+        bad = nonfinite_terms(row)
+        if bad:
+            ckpt.wait()
+            good = ckpt.all_steps()
+            raise NonFiniteError(
+                f"Non-finite value at step {first + i}: "
+                + ", ".join(f"{k}={float(row[k])}" for k in bad)
+                + f". Stopped; the last good checkpoint ({good[-1] if good else 'none'}) in "
+                f"{ckpt.directory} is intact. Try a lower --config.optim.learning_rate or "
+                "gradient clipping (--config.optim.grad_clip_norm=1.0)."
+            )
+    return rows
+
+
+class _Logger:
+    """Averages step metrics between log points; writes metrics.jsonl, the progress
+    bar and (every train.eval_every steps) a quick ELBO-only evaluation."""
+
+    def __init__(self, run: Run, workdir: str, *, progress: bool):
+        self.run = run
+        self.every = max(int(run.config.train.log_every), 1)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.is_chief = jax.process_index() == 0
+        self._rows: list[dict] = []
+        self._eval = None
+        self._bar = tqdm(total=run.config.train.num_steps, desc="train", dynamic_ncols=True,
+                         disable=not progress or not self.is_chief)
+
+    def start(self, step: int) -> None:
+        """Positions the bar; drops log rows after `step` (a resumed run logs them again)."""
+        self._bar.update(step)
+        if self.is_chief:
+            if step == 0 and os.path.exists(self.path):
+                os.remove(self.path)
+            elif step:
+                artifacts.truncate_metrics(self.path, step)
+        self._t0, self._steps = time.perf_counter(), 0
+
+    def add(self, rows: list[dict]) -> None:
+        self._rows.extend(rows)
+        self._steps += len(rows)
+        self._bar.update(len(rows))
+
+    def log(self, step: int, state: TrainState) -> None:
+        config, elapsed = self.run.config, time.perf_counter() - self._t0
+        row = {k: float(np.mean([r[k] for r in self._rows])) for k in self._rows[0]}
+        row.update(step=step, steps_per_sec=self._steps / elapsed,
+                   examples_per_sec=self._steps * config.train.batch_size / elapsed)
+        eval_every = int(config.train.get("eval_every", 0))
+        if eval_every and (step % eval_every == 0 or step == config.train.num_steps):
+            row["eval/ELBO"] = self._evaluate(state)
+        if self.is_chief:
+            artifacts.append_metrics(self.path, row)
+        self._bar.set_postfix(loss=f"{row['loss']:.3f}", steps_per_s=f"{row['steps_per_sec']:.1f}")
+        self._rows, self._t0, self._steps = [], time.perf_counter(), 0
+
+    def _evaluate(self, state: TrainState) -> float:
+        config = self.run.config
+        if self._eval is None:
+            source = get_source(config.data.name, config.data.eval_split, data_dir=config.data.get("data_dir") or None)
+            self._eval = (build_model(_elbo_only(config), self.run.info), source)
+        spec, source = self._eval
+        res = evaluate(spec, eval_params(state, config), source, mesh=self.run.mesh,
+                       batch_size=config.eval.batch_size, key=jax.random.PRNGKey(config.seed + 1),
+                       num_examples=config.train.get("eval_examples", 0))
+        return res["ELBO"]["nats"]
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def generate(run: Run, state: TrainState, num: int, *, seed: int = 0) -> np.ndarray:
