@@ -21,6 +21,7 @@ from jgen.typing import LossFn
 def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float):
     def step(state: TrainState, batch):
         key = jax.random.fold_in(state.key, state.step)
+        batch = {**batch, "step": state.step}  # for schedules inside losses (e.g. KL annealing)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -29,7 +30,7 @@ def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_d
         else:
             ema = params
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items()})
+        metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items() if v.ndim == 1})
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
         return new_state, metrics
 
