@@ -121,3 +121,70 @@ def load_saved_config(workdir: str) -> ConfigDict:
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     return config
+
+
+def base_config(*, dataset: str, model: ConfigDict) -> ConfigDict:
+    """The sections every experiment config shares, with their defaults.
+
+    Experiment files start from this and change what they need (the flax
+    examples' `default.py` + overrides pattern):
+    seed, num_devices, data.*, model (given), optim.*, train.*, eval.*, sample.*.
+    """
+    config = ConfigDict()
+    config.seed = 0
+    config.num_devices = 0  # 0 = every visible device
+
+    config.data = ConfigDict()
+    config.data.name = dataset
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.data_dir = ""  # TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+    config.data.download = False
+    config.data.preprocess = "binarize_dynamic"
+    config.data.eval_preprocess = "binarize_static"
+    config.data.cache = False  # decode the split into memory once
+
+    config.model = model
+
+    config.optim = ConfigDict()
+    config.optim.name = "adam"
+    config.optim.learning_rate = 1e-3
+    config.optim.schedule = "constant"
+    config.optim.warmup_steps = 0
+    config.optim.grad_clip_norm = 0.0
+
+    config.train = ConfigDict()
+    config.train.batch_size = 128
+    config.train.num_steps = 10_000
+    config.train.log_every = 100
+    config.train.save_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.ema_decay = 0.0
+    config.train.steps_per_call = 1
+    config.train.eval_every = 0
+    config.train.eval_examples = 0
+
+    config.eval = ConfigDict()
+    config.eval.batch_size = 100
+    config.eval.iwae_k = (1, 10, 100, 1000)
+    config.eval.iwae_chunk = 500
+    config.eval.ais_steps = 0  # > 0 adds the AIS estimator (HMC transitions) to `jgen eval`
+    config.eval.ais_chains = 16
+
+    config.sample = ConfigDict()
+    config.sample.num = 64
+    return config
+
+
+def tiny_training(config: ConfigDict) -> ConfigDict:
+    """Shrinks the training/eval sections for a smoke-test `:tiny` variant."""
+    config.train.batch_size = 16
+    config.train.num_steps = 40
+    config.train.log_every = 10
+    config.train.save_every = 20
+    config.train.eval_every = 0
+    config.eval.batch_size = 16
+    config.eval.iwae_k = (1, 10)
+    config.eval.iwae_chunk = 10
+    config.sample.num = 16
+    return config

@@ -17,11 +17,18 @@ class ModelSpec(NamedTuple):
       init: `init(key) -> params`.
       loss_fn: `loss_fn(params, key, batch) -> (loss, aux)`; aux holds named
         per-example terms [B].
-      sample: `sample(params, key, num) -> images [num, H, W, C]` in [0, 1].
+      sample: `sample(params, key, num, labels=None) -> images [num, H, W, C]` in
+        [0, 1]; a conditional model samples the given int labels [num] (default:
+        labels cycling through the classes).
       eval_fn: `eval_fn(params, key, batch) -> {estimator: per-example NLL [B] in nats}`,
         e.g. {"ELBO": ..., "IWAE-5000": ...}; padded rows are masked by the caller.
       num_dims: the number of data dimensions, for bits/dim.
       stochastic: which estimators in eval_fn are random (others are exact).
+      encode: latent-variable models: `encode(params, batch) -> z [B, latent_dim]`
+        (the posterior mean), for reconstructions, interpolations and traversals.
+      decode: latent-variable models: `decode(params, z, labels=None) -> images in [0, 1]`.
+      latent_dim: size of z (0 if the family has no latent space).
+      num_classes: > 0 for a class-conditional model.
     """
 
     init: Callable[[PRNGKey], Params]
@@ -30,6 +37,10 @@ class ModelSpec(NamedTuple):
     eval_fn: Callable[[Params, PRNGKey, Batch], dict[str, Array]]
     num_dims: int
     stochastic: tuple[str, ...] = ()
+    encode: Callable[[Params, Batch], Array] | None = None
+    decode: Callable[..., Array] | None = None
+    latent_dim: int = 0
+    num_classes: int = 0
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -1,71 +1,145 @@
-"""The VAE family: an MLP VAE with a Bernoulli decoder on binarized images.
+"""The VAE family: MLP or conv encoder/decoder, any decoder likelihood, ELBO
+(beta, KL annealing, free bits, Monte Carlo KL) or IWAE-K training, optionally
+label-conditioned (a conditional VAE).
 
-Builds the `ModelSpec` from `config.model` (encoder_hidden, decoder_hidden,
-latent_dim, beta) and `config.eval` (iwae_k, iwae_chunk).
+`model_config()` holds every `config.model` key with its default; experiment
+configs start from it. `build(config, info)` returns the `ModelSpec`.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
 from jgen.data import get_preprocess
-from jgen.distributions import bernoulli_logits_log_prob
 from jgen.families.base import ModelSpec, check_image_batch
-from jgen.losses import elbo_terms, iwae_bound, make_elbo_loss
-from jgen.models.vae import VAE
+from jgen.losses import elbo_terms, iwae_bound, linear_kl_warmup, make_elbo_loss, make_iwae_loss
+from jgen.losses.likelihoods import get_likelihood
+from jgen.models.vae import VAE, conv_vae, mlp_vae
+
+# Preprocessings that map 8-bit pixels to a continuous density on [0, 1] by
+# uniform dequantization: log P(x) >= E_u log p((x + u) / 256) - D log 256.
+_DEQUANTIZED = {"dequantize_uniform": math.log(256.0)}
+
+
+def model_config(**overrides) -> ConfigDict:
+    """Every `config.model` key of the VAE family, with its default."""
+    c = ConfigDict()
+    c.family = "vae"
+    c.architecture = "mlp"  # "mlp" | "conv"
+    c.encoder_hidden = (512, 512)  # mlp
+    c.decoder_hidden = (512, 512)  # mlp
+    c.conv_channels = (32, 64)  # conv: channels of the two stride-2 stages
+    c.conv_hidden = 256  # conv: width of the dense layer next to the latent
+    c.latent_dim = 50
+    c.likelihood = "bernoulli"  # bernoulli | gaussian_fixed | gaussian_learned | dlogistic_mixture
+    c.gaussian_std = 0.1  # gaussian_fixed
+    c.num_mixtures = 5  # dlogistic_mixture
+    c.conditional = False  # condition encoder and decoder on the one-hot label (CVAE)
+    c.objective = "elbo"  # "elbo" | "iwae"
+    c.iwae_k = 50  # samples of the IWAE training bound
+    c.beta = 1.0  # KL weight (beta-VAE); the final weight when annealing
+    c.kl_warmup_steps = 0  # KL annealing: weight rises linearly over this many steps (0 = off)
+    c.free_bits = 0.0  # nats per latent dimension (0 = off)
+    c.kl_estimator = "analytic"  # "analytic" | "mc"
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def _build_module(m: ConfigDict, image_shape, out_channels: int) -> VAE:
+    if m.architecture == "mlp":
+        return mlp_vae(m.encoder_hidden, m.decoder_hidden, m.latent_dim, image_shape, out_channels)
+    if m.architecture == "conv":
+        return conv_vae(m.conv_channels, m.latent_dim, image_shape, out_channels, m.conv_hidden)
+    raise ValueError(f"Unknown model.architecture={m.architecture!r}; use 'mlp' or 'conv'.")
 
 
 def build(config: ConfigDict, info) -> ModelSpec:
+    m = model_config()
+    m.update(config.model)  # a config saved by an older run may lack newer keys
     image_shape = tuple(info.image_shape)
-    model = VAE(
-        encoder_hidden=tuple(config.model.encoder_hidden),
-        decoder_hidden=tuple(config.model.decoder_hidden),
-        latent_dim=config.model.latent_dim,
-        image_shape=image_shape,
-    )
+    num_dims = math.prod(image_shape)
+    likelihood = get_likelihood(m.likelihood, gaussian_std=m.get("gaussian_std", 0.1),
+                                num_mixtures=m.get("num_mixtures", 5))
+    model = _build_module(m, image_shape, likelihood.params_per_channel)
+    num_classes = int(info.num_classes) if m.get("conditional", False) else 0
+    if m.get("conditional", False) and not num_classes:
+        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
 
-    def encode_fn(params, x):
-        return model.apply(params, x, method=VAE.encode)
+    def labels_of(batch):
+        return jax.nn.one_hot(batch["label"], num_classes) if num_classes else None
 
-    def log_likelihood_fn(params, x, z):
-        return bernoulli_logits_log_prob(x, model.apply(params, z, method=VAE.decode))
+    # The model as the pure functions the losses take; the label rides along in x.
+    def encode_fn(params, xy):
+        x, y = xy
+        return model.apply(params, x, y, method=VAE.encode)
+
+    def log_likelihood_fn(params, xy, z):
+        x, y = xy
+        return likelihood.log_prob(x, model.apply(params, z, y, method=VAE.decode))
 
     preprocess = get_preprocess(config.data.preprocess)
     eval_preprocess = get_preprocess(config.data.eval_preprocess)
-    elbo_loss = make_elbo_loss(encode_fn, log_likelihood_fn, beta=config.model.beta, preprocess=preprocess)
+
+    def with_labels(pre):
+        def fn(key, image, index, labels):
+            return pre(key, image, index), labels
+        return fn
+
+    if m.get("objective", "elbo") == "elbo":
+        beta = linear_kl_warmup(m.kl_warmup_steps, end=m.beta) if m.get("kl_warmup_steps", 0) else m.beta
+        core = make_elbo_loss(encode_fn, log_likelihood_fn, beta=beta, free_bits=m.get("free_bits", 0.0),
+                              kl_estimator=m.get("kl_estimator", "analytic"))
+    elif m.objective == "iwae":
+        core = make_iwae_loss(encode_fn, log_likelihood_fn, num_samples=int(m.iwae_k))
+    else:
+        raise ValueError(f"Unknown model.objective={m.objective!r}; use 'elbo' or 'iwae'.")
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The VAE loss")
-        return elbo_loss(params, key, batch)
+        key_pre, key_loss = jax.random.split(key)
+        x = preprocess(key_pre, batch["image"], batch.get("index"))
+        return core(params, key_loss, {**batch, "image": (x, labels_of(batch))})
 
     def init(key):
-        return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
+        y = jnp.zeros((1, num_classes)) if num_classes else None
+        return model.init(key, jnp.zeros((1, *image_shape), jnp.float32), y)
 
-    def sample(params, key, num):
-        z = jax.random.normal(key, (num, config.model.latent_dim))
-        # The decoder's Bernoulli means, the usual way to show binary-VAE samples.
-        return jax.nn.sigmoid(model.apply(params, z, method=VAE.decode))
+    def decode(params, z, labels=None):
+        y = jax.nn.one_hot(labels, num_classes) if num_classes else None
+        return likelihood.mean(model.apply(params, z, y, method=VAE.decode))
+
+    def sample(params, key, num, labels=None):
+        if num_classes and labels is None:
+            labels = jnp.arange(num) % num_classes
+        z = jax.random.normal(key, (num, m.latent_dim))
+        # Decoder means, the usual way to show VAE samples (pixel noise hides the structure).
+        return decode(params, z, labels)
+
+    def encode(params, batch):
+        check_image_batch(batch, image_shape, who="The VAE encoder")
+        x = eval_preprocess(jax.random.PRNGKey(0), batch["image"], batch.get("index"))
+        return model.apply(params, x, labels_of(batch), method=VAE.encode)[0]
 
     iwae_ks = tuple(int(k) for k in config.eval.iwae_k)
     chunk = int(config.eval.iwae_chunk)
+    offset = _DEQUANTIZED.get(config.data.eval_preprocess, 0.0) * num_dims
 
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The VAE evaluator")
         key_pre, key_e, key_i = jax.random.split(key, 3)
-        x = eval_preprocess(key_pre, batch["image"], batch["index"])
-        out = {"ELBO": -elbo_terms(encode_fn, log_likelihood_fn, params, key_e, x)["elbo"]}
+        xy = (eval_preprocess(key_pre, batch["image"], batch.get("index")), labels_of(batch))
+        out = {"ELBO": -elbo_terms(encode_fn, log_likelihood_fn, params, key_e, xy)["elbo"] + offset}
         for i, k in enumerate(iwae_ks):
-            bound = iwae_bound(
-                encode_fn, log_likelihood_fn, params, jax.random.fold_in(key_i, i), x,
-                num_samples=k, chunk_size=min(chunk, k),
-            )
-            out[f"IWAE-{k}"] = -bound
+            bound = iwae_bound(encode_fn, log_likelihood_fn, params, jax.random.fold_in(key_i, i), xy,
+                               num_samples=k, chunk_size=min(chunk, k))
+            out[f"IWAE-{k}"] = -bound + offset
         return out
 
-    num_dims = 1
-    for d in image_shape:
-        num_dims *= d
     return ModelSpec(
         init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=num_dims,
         stochastic=("ELBO",) + tuple(f"IWAE-{k}" for k in iwae_ks),
+        encode=encode, decode=decode, latent_dim=int(m.latent_dim), num_classes=num_classes,
     )

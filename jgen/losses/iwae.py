@@ -75,7 +75,7 @@ def iwae_bound(
         return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
 
     keys = jax.random.split(key, num_samples // chunk)
-    init = jnp.full(x.shape[:1], -jnp.inf, dtype=mean.dtype)
+    init = jnp.full(mean.shape[:1], -jnp.inf, dtype=mean.dtype)
     total, _ = jax.lax.scan(body, init, keys)
     return total - math.log(num_samples)
 

@@ -399,7 +399,8 @@ def set_codebook(params: Params, codebook: Array, path: Sequence[str] = CODEBOOK
 def _inputs(preprocess, key: PRNGKey, batch) -> tuple[Array, PRNGKey]:
     """The model input of a batch, preprocessed with the first half of `key`.
 
-    Shared by the loss and `make_vq_codes_fn` so both see the same x for the same key.
+    Shared by the loss, `make_vq_codes_fn` and `make_vq_ema_step`, so all three see the
+    same x for the same key.
     """
     key_pre, key_rest = jax.random.split(key)
     x = batch["image"]

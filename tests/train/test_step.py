@@ -9,14 +9,14 @@ import pytest
 
 from jgen.losses import make_elbo_loss
 from jgen.distributions import bernoulli_logits_log_prob
-from jgen.models.vae import VAE
+from jgen.models.vae import VAE, mlp_vae
 from jgen.train import batch_sharding, create_train_state, make_mesh, make_train_step, replicated
 
 IMAGE = (4, 4, 1)
 
 
 def _vae_setup():
-    model = VAE(encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=3, image_shape=IMAGE)
+    model = mlp_vae((16,), (16,), 3, IMAGE)
     traces = {"n": 0}
 
     def encode(p, x):
