@@ -28,7 +28,7 @@ def train_step_throughput(config, *, steps: int = 50, repeats: int = 5, warmup: 
     source = get_source(config.data.name, config.data.train_split, data_dir=config.data.get("data_dir") or None)
     batch = next(DataIterator(source, global_batch_size=config.train.batch_size, seed=config.seed,
                               sharding=batch_sharding(run.mesh)))
-    step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh,
+    step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh, post_update=run.spec.post_update,
                            ema_decay=config.train.get("ema_decay", 0.0))
     state = init_state(run)
     t0 = time.perf_counter()

@@ -151,13 +151,19 @@ def cmd_eval(args):
                        batch_size=args.batch_size or config.eval.batch_size, key=jax.random.PRNGKey(args.seed),
                        num_examples=args.num_examples, progress=args.progress)
     report = {"workdir": args.workdir, "step": int(step), "dataset": config.data.name, "split": split,
-              "preprocess": config.data.eval_preprocess, "nll": results}
+              "preprocess": config.data.eval_preprocess,
+              "nll": {k: v for k, v in results.items() if _is_nll(v)},
+              "metrics": {k: v for k, v in results.items() if not _is_nll(v)}}
     text = json.dumps(report, indent=2)
     if jax.process_index() == 0:
         print(text)
         if args.out:
             with open(args.out, "w") as f:
                 f.write(text + "\n")
+
+
+def _is_nll(entry) -> bool:
+    return isinstance(entry, dict) and "estimator" in entry
 
 
 def cmd_bench(args, overrides):

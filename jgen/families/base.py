@@ -29,6 +29,14 @@ class ModelSpec(NamedTuple):
       decode: latent-variable models: `decode(params, z, labels=None) -> images in [0, 1]`.
       latent_dim: size of z (0 if the family has no latent space).
       num_classes: > 0 for a class-conditional model.
+      init_extra: `init_extra(params) -> extra`, the initial non-gradient state
+        (TrainState.extra); None for families without one.
+      post_update: `post_update(params, extra, key, batch) -> (params, extra,
+        metrics)`, run inside the compiled step after the optimizer update.
+      nll_estimators: which eval_fn outputs are per-example NLL estimates (None:
+        all of them); the others go to `summarize`.
+      summarize: `summarize({name: values over the split}) -> dict` for eval_fn
+        outputs that are not NLL estimates (e.g. a codebook's perplexity).
     """
 
     init: Callable[[PRNGKey], Params]
@@ -41,6 +49,10 @@ class ModelSpec(NamedTuple):
     decode: Callable[..., Array] | None = None
     latent_dim: int = 0
     num_classes: int = 0
+    init_extra: Callable[[Params], object] | None = None
+    post_update: Callable | None = None
+    nll_estimators: tuple[str, ...] | None = None
+    summarize: Callable[[dict], dict] | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -63,12 +63,16 @@ def evaluate(
         mask = np.asarray(replicated_copy(batch["mask"], mesh)) > 0
         for name, v in out.items():
             values.setdefault(name, []).append(np.asarray(v.addressable_data(0))[mask])
-    return {
-        name: summarize_nll(
-            np.concatenate(v), estimator=name, num_dims=spec.num_dims, stochastic=name in spec.stochastic
-        )
-        for name, v in values.items()
+    values = {name: np.concatenate(v) for name, v in values.items()}
+    nll_names = spec.nll_estimators if spec.nll_estimators is not None else tuple(values)
+    results = {
+        name: summarize_nll(v, estimator=name, num_dims=spec.num_dims, stochastic=name in spec.stochastic)
+        for name, v in values.items() if name in nll_names
     }
+    rest = {name: v for name, v in values.items() if name not in nll_names}
+    if rest and spec.summarize is not None:
+        results.update(spec.summarize(rest))
+    return results
 
 
 def replicated_copy(x, mesh):

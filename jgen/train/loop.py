@@ -68,7 +68,9 @@ def abstract_state(run: Run):
 
 def _init_state(run: Run, key) -> TrainState:
     init_key, state_key = jax.random.split(key)
-    return create_train_state(run.spec.init(init_key), run.optimizer, state_key)
+    params = run.spec.init(init_key)
+    extra = run.spec.init_extra(params) if run.spec.init_extra is not None else None
+    return create_train_state(params, run.optimizer, state_key, extra)
 
 
 def init_state(run: Run) -> TrainState:
@@ -210,7 +212,8 @@ def _loop(run: Run, state: TrainState, step: int, iterator, ckpt: Checkpointer, 
     tc = run.config.train
     steps_per_call = int(tc.get("steps_per_call", 1))
     train_step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh,
-                                 ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call)
+                                 ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call,
+                                 post_update=run.spec.post_update)
     stacked_sharding = batch_sharding(run.mesh, leading_axes=1)
     sync_every = max(steps_per_call, (MAX_QUEUED_STEPS // steps_per_call) * steps_per_call)
     pending = []  # (first step number, device metrics) not yet checked on the host

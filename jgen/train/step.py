@@ -18,20 +18,25 @@ from jgen.train.state import TrainState
 from jgen.typing import LossFn
 
 
-def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float):
+def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float, post_update):
     def step(state: TrainState, batch):
         key = jax.random.fold_in(state.key, state.step)
         batch = {**batch, "step": state.step}  # for schedules inside losses (e.g. KL annealing)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        extra, post_metrics = state.extra, {}
+        if post_update is not None:
+            params, extra, post_metrics = post_update(params, state.extra, key, batch)
         if ema_decay > 0:
             ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         else:
             ema = params
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items() if v.ndim == 1})
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+        metrics.update(post_metrics)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                                  extra=extra)
         return new_state, metrics
 
     return step
@@ -45,6 +50,7 @@ def make_train_step(
     ema_decay: float = 0.0,
     steps_per_call: int = 1,
     donate: bool = True,
+    post_update=None,
 ):
     """Compiles `step(state, batch) -> (state, metrics)` once over `mesh`.
 
@@ -58,13 +64,17 @@ def make_train_step(
       steps_per_call: if > 1 the call takes a stack of batches [S, B, ...] and
         runs S steps in a `lax.scan`; metrics then have a leading [S] axis.
       donate: donate the input state's buffers.
+      post_update: optional `post_update(params, extra, key, batch) -> (params,
+        extra, metrics)` run after the optimizer update with the step's key, for
+        non-gradient state (e.g. EMA codebook updates); its scalar metrics join
+        the step's.
 
     Returns:
       The jitted step function. Place the state with
       `jax.device_put(state, replicated(mesh))` first (the loop's init does), or
       the first call traces once more for the uncommitted input.
     """
-    step = _single_step(loss_fn, optimizer, ema_decay)
+    step = _single_step(loss_fn, optimizer, ema_decay, post_update)
     if steps_per_call > 1:
         single = step
 
