@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(rest)
     if overrides and args.command not in ("train", "bench"):
         raise SystemExit(f"error: --config.* overrides only apply to train and bench, not {args.command}")
+    from jgen.checkpoint import StructureMismatchError
     from jgen.config import ConfigError
     from jgen.train.loop import NonFiniteError
 
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_bench(args, overrides)
         elif args.command == "data":
             cmd_data(args)
-    except (ConfigError, FileNotFoundError) as e:  # includes DatasetNotFoundError
+    except (ConfigError, FileNotFoundError, StructureMismatchError) as e:  # incl. DatasetNotFoundError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:

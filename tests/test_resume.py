@@ -128,3 +128,38 @@ def test_non_finite_loss_stops_with_named_step_and_keeps_checkpoint(tmp_path):
         warnings.simplefilter("error", CheckpointCorruptWarning)
         _, state, step = restore_for_inference(workdir, config)
     assert step == 1
+
+
+def test_other_model_in_the_same_workdir_is_refused_not_treated_as_corrupt(reference, tmp_path, capsys):
+    from jgen.cli import main
+
+    ref_dir, _ = reference
+    workdir = str(tmp_path / "other")
+    shutil.copytree(ref_dir, workdir)
+    before = checkpoint_steps(workdir)
+    code = main(["train", "--config", os.path.join(REPO_ROOT, DIGITS_TINY), "--workdir", workdir, "--no-progress",
+                 "--config.model.latent_dim=7"])
+    err = capsys.readouterr().err
+    assert code == 2 and "differently structured state" in err and "fresh --workdir" in err
+    assert checkpoint_steps(workdir) == before
+    assert not os.path.exists(os.path.join(workdir, "checkpoints_corrupt"))
+
+
+def test_all_checkpoints_corrupt_refuses_to_start_over(reference, tmp_path, capsys):
+    from jgen.cli import main
+
+    ref_dir, _ = reference
+    workdir = str(tmp_path / "allbad")
+    shutil.copytree(ref_dir, workdir)
+    for step in checkpoint_steps(workdir):
+        for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "state")):
+            for f in files:
+                if not (f.endswith(".json") or f.startswith("_")):
+                    with open(os.path.join(root, f), "wb") as fh:
+                        fh.write(b"\x00bad")
+    before = checkpoint_steps(workdir)
+    with pytest.warns(CheckpointCorruptWarning):
+        code = main(["train", "--config", os.path.join(REPO_ROOT, DIGITS_TINY), "--workdir", workdir,
+                     "--no-progress", *_cli_overrides()])
+    assert code == 2 and "refusing to start over" in capsys.readouterr().err
+    assert checkpoint_steps(workdir) == before

@@ -28,6 +28,10 @@ class CheckpointCorruptWarning(UserWarning):
     """A checkpoint step could not be restored and was skipped."""
 
 
+class StructureMismatchError(ValueError):
+    """A checkpoint holds a differently structured state (another model or config)."""
+
+
 @jax.jit
 def _fingerprint(params: Params) -> jax.Array:
     leaves = jax.tree.leaves(params)
@@ -73,23 +77,59 @@ class Checkpointer:
             force=force,
         )
 
-    def restore(self, step: int, abstract_state):
-        """Restores one step; raises if it is unreadable or fails its fingerprint."""
+    def _restore_items(self, step: int, target):
         out = self._manager.restore(
             int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
         )
-        state, meta = out["state"], out["meta"]
+        return out["state"], out["meta"]
+
+    def restore(self, step: int, abstract_state):
+        """Restores one step; raises if it is unreadable or fails its fingerprint.
+
+        Raises:
+          StructureMismatchError: the step holds a differently shaped state (another
+            model or config), which is not corruption.
+        """
+        try:
+            state, meta = self._restore_items(step, abstract_state)
+        except ValueError as e:
+            if "is not compatible with the stored shape" in str(e):
+                raise StructureMismatchError(self._mismatch_message(step, e)) from None
+            if "tree structures do not match" not in str(e):
+                raise
+            state, meta = self._restore_legacy(step, abstract_state, e)
+        meta = dict(meta)
         got = fingerprint(state.params)
         want = meta["fingerprint"]
         if len(got) != len(want) or not np.allclose(got, want, rtol=1e-5, atol=1e-6):
             raise ValueError("restored parameters do not match the fingerprint saved with them")
         return state, meta["data"]
 
-    def restore_latest(self, abstract_state):
+    def _restore_legacy(self, step, abstract_state, error):
+        """Checkpoints written before TrainState had its `extra` field (empty then)."""
+        fields = ("step", "params", "opt_state", "ema_params", "key")
+        if not all(hasattr(abstract_state, f) for f in fields) or jax.tree.leaves(abstract_state.extra):
+            raise StructureMismatchError(self._mismatch_message(step, error)) from None
+        try:
+            saved, meta = self._restore_items(step, {f: getattr(abstract_state, f) for f in fields})
+        except ValueError:
+            raise StructureMismatchError(self._mismatch_message(step, error)) from None
+        return abstract_state.__class__(**saved, extra={}), meta
+
+    def _mismatch_message(self, step, error) -> str:
+        first = str(error).splitlines()[0][:200]
+        return (
+            f"Checkpoint step {step} in {self.directory} holds a differently structured state ({first}): "
+            "it was written by another model or config. Use the config it was trained with "
+            "(WORKDIR/config.json) or a fresh --workdir."
+        )
+
+    def restore_latest(self, abstract_state, *, set_aside: bool = True):
         """The newest restorable checkpoint as (step, state, data_state), or None.
+
+        With `set_aside=False` (read-only use such as sampling), corrupt steps are
+        skipped but left where they are.
 
         Corrupt or unreadable steps are skipped with a `CheckpointCorruptWarning`
         naming the step and the reason; they are left on disk for inspection.
@@ -98,18 +138,22 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             try:
                 state, data_state = self.restore(step, abstract_state)
-            except Exception as e:  # noqa: BLE001 -- any failure means "not restorable"
+            except StructureMismatchError:
+                raise  # not corruption: every step of this run would mismatch the same way
+            except Exception as e:  # noqa: BLE001 -- any other failure means "not restorable"
                 reason = str(e).splitlines()[0][:300] if str(e) else ""
                 msg = (
                     f"Checkpoint step {step} in {self.directory} could not be restored "
                     f"({type(e).__name__}: {reason}); skipping it and trying the previous one. "
-                    f"It is moved to {self.directory}_corrupt/ for inspection."
+                    f"If an older step restores, this one is moved to {self.directory}_corrupt/ "
+                    "for inspection."
                 )
                 warnings.warn(msg, CheckpointCorruptWarning, stacklevel=2)
                 log.warning(msg)
                 skipped.append(step)
                 continue
-            self._set_aside(skipped)
+            if set_aside:
+                self._set_aside(skipped)
             return step, state, data_state
         return None
 

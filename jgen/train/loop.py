@@ -196,6 +196,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = Tru
 
 def _restore_or_init(run: Run, ckpt: Checkpointer, iterator, logger) -> tuple[TrainState, int]:
     restored = ckpt.restore_latest(abstract_state(run))
+    if restored is None and ckpt.all_steps():
+        raise FileNotFoundError(
+            f"None of the checkpoints {ckpt.all_steps()} in {ckpt.directory} restores (see the warnings "
+            "above); refusing to start over on top of them. Move them away or use a fresh --workdir."
+        )
     if restored is None:
         logger.start(0)
         return init_state(run), 0
@@ -338,7 +343,7 @@ def restore_for_inference(workdir: str, config: ConfigDict | None = None):
     config = config or load_saved_config(workdir)
     run = setup(config)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=10**6, async_save=False)
-    restored = ckpt.restore_latest(abstract_state(run))
+    restored = ckpt.restore_latest(abstract_state(run), set_aside=False)
     ckpt.close()
     if restored is None:
         raise FileNotFoundError(
