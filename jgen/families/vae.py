@@ -16,6 +16,8 @@ from jgen.data import get_preprocess
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses import elbo_terms, iwae_bound, linear_kl_warmup, make_elbo_loss, make_iwae_loss
 from jgen.losses.likelihoods import get_likelihood
+from jgen.metrics.ais import ais_log_marginal
+from jgen.distributions import standard_normal_log_prob
 from jgen.models.vae import VAE, conv_vae, mlp_vae
 
 # Preprocessings that map 8-bit pixels to a continuous density on [0, 1] by
@@ -126,6 +128,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
     iwae_ks = tuple(int(k) for k in config.eval.iwae_k)
     chunk = int(config.eval.iwae_chunk)
     offset = _DEQUANTIZED.get(config.data.eval_preprocess, 0.0) * num_dims
+    ais_steps, ais_chains = int(config.eval.get("ais_steps", 0)), int(config.eval.get("ais_chains", 16))
 
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The VAE evaluator")
@@ -136,10 +139,16 @@ def build(config: ConfigDict, info) -> ModelSpec:
             bound = iwae_bound(encode_fn, log_likelihood_fn, params, jax.random.fold_in(key_i, i), xy,
                                num_samples=k, chunk_size=min(chunk, k))
             out[f"IWAE-{k}"] = -bound + offset
+        if ais_steps:
+            log_px, _ = ais_log_marginal(
+                standard_normal_log_prob, log_likelihood_fn, params, jax.random.fold_in(key_i, 10_000), xy,
+                num_chains=ais_chains, num_steps=ais_steps, init="posterior", encode_fn=encode_fn,
+            )
+            out[f"AIS-{ais_steps}"] = -log_px + offset
         return out
 
     return ModelSpec(
         init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=num_dims,
-        stochastic=("ELBO",) + tuple(f"IWAE-{k}" for k in iwae_ks),
+        stochastic=("ELBO",) + tuple(f"IWAE-{k}" for k in iwae_ks) + ((f"AIS-{ais_steps}",) if ais_steps else ()),
         encode=encode, decode=decode, latent_dim=int(m.latent_dim), num_classes=num_classes,
     )

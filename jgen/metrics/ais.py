@@ -169,8 +169,8 @@ def ais_log_marginal(
             f'ais_log_marginal: init must be "prior" (q0 = N(0, I)) or "posterior" '
             f"(q0 = encode_fn's q(z|x)); received init={init!r}."
         )
-    x = jnp.asarray(x)
-    num_examples, c = x.shape[0], num_chains
+    x = jax.tree.map(jnp.asarray, x)
+    num_examples, c = jax.tree.leaves(x)[0].shape[0], num_chains
 
     # The initial distribution q0 = N(mean, exp(log_std)^2), per chain [B * C, D].
     if init == "posterior":
@@ -195,7 +195,7 @@ def ais_log_marginal(
     mean = jnp.repeat(mean, c, axis=0)
     log_std = jnp.repeat(log_std, c, axis=0)
     inv_var = jnp.exp(-2.0 * log_std)
-    x_rep = jnp.repeat(x, c, axis=0)
+    x_rep = jax.tree.map(lambda a: jnp.repeat(a, c, axis=0), x)  # x may be a pytree (e.g. image, label)
     dtype = mean.dtype
 
     def log_joint(z):

@@ -53,3 +53,20 @@ def test_eval_estimators(spec_and_params):
     out = jax.jit(spec.eval_fn)(params, jax.random.PRNGKey(0), _batch(images))
     assert set(out) == {"ELBO", "IWAE-1", "IWAE-10"} and out["ELBO"].shape == (4,)
     assert np.all(np.asarray(out["IWAE-10"]) <= np.asarray(out["ELBO"]) + 5.0)
+
+
+def test_ais_estimator_agrees_with_iwae_on_the_vae():
+    """AIS (HMC transitions, posterior init) and IWAE-2000 estimate the same log p(x)."""
+    from jgen.config import apply_overrides
+
+    config = apply_overrides(load_config(os.path.join(REPO_ROOT, DIGITS_TINY)),
+                             ["eval.iwae_k=(2000,)", "eval.iwae_chunk=500", "eval.ais_steps=200", "eval.ais_chains=16"])
+    spec = build_model(config, dataset_info("digits"))
+    params = spec.init(jax.random.PRNGKey(3))
+    images = (np.random.default_rng(1).random((6, 8, 8, 1)) * 255).astype(np.uint8)
+    out = jax.jit(spec.eval_fn)(params, jax.random.PRNGKey(0), _batch(images))
+    assert set(out) == {"ELBO", "IWAE-2000", "AIS-200"}
+    ais, iwae, elbo = (np.asarray(out[k]) for k in ("AIS-200", "IWAE-2000", "ELBO"))
+    # Per example within 0.3 nats (AIS with 16 chains has ~0.1 nats of noise here), on average within 0.1.
+    assert np.all(np.abs(ais - iwae) < 0.3) and abs(np.mean(ais - iwae)) < 0.1, (ais, iwae)
+    assert np.all(ais <= elbo + 0.1)

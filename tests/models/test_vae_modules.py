@@ -27,6 +27,14 @@ def _inputs(shape, conditional, seed=0):
     return x, y
 
 
+def _random_params(model, *args, seed=0):
+    """Parameters of `model` with N(0, 0.3^2) entries, built from `eval_shape` of init
+    (compiling a conv init costs seconds on a loaded 2-core CPU; applying it does not)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape), s.dtype), shapes)
+
+
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "label"])
 @pytest.mark.parametrize("out_channels", [1, 2])
 @pytest.mark.parametrize("name", list(MODELS))
@@ -35,18 +43,27 @@ def test_encode_decode_shapes(name, out_channels, conditional):
     model = make(out_channels)
     x, y = _inputs(shape, conditional)
 
-    @jax.jit
     def run(key):
         params = model.init(key, x, y)
         mean, log_std = model.apply(params, x, y, method=VAE.encode)
-        out = model.apply(params, mean, y, method=VAE.decode)
-        return mean, log_std, out, model.apply(params, x, y)
+        return mean, log_std, model.apply(params, mean, y, method=VAE.decode), model.apply(params, x, y)
 
-    mean, log_std, out, full = run(jax.random.PRNGKey(0))
+    mean, log_std, out, full = jax.eval_shape(run, jax.random.PRNGKey(0))  # shapes only
     assert mean.shape == log_std.shape == (B, LATENT)
-    assert out.shape == (B, shape[0], shape[1], shape[2] * out_channels)
-    np.testing.assert_allclose(np.asarray(full), np.asarray(out), rtol=1e-5, atol=1e-6)  # __call__ decodes the mean
-    assert np.all(np.isfinite(np.asarray(out)))
+    assert out.shape == full.shape == (B, shape[0], shape[1], shape[2] * out_channels)
+    assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["mlp-8x8", "conv-8x8"])
+def test_call_decodes_the_posterior_mean(name):
+    make, shape = MODELS[name]
+    model = make(2)
+    x, _ = _inputs(shape, conditional=False)
+    params = _random_params(model, x)
+    mean, _ = model.apply(params, x, method=VAE.encode)
+    out = np.asarray(model.apply(params, x))
+    np.testing.assert_allclose(out, np.asarray(model.apply(params, mean, method=VAE.decode)), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(out)) and np.std(out) > 0
 
 
 @pytest.mark.parametrize("shape", [(6, 8, 1), (8, 10, 1), (28, 30, 1)])
@@ -70,16 +87,17 @@ def test_label_changes_encoder_and_decoder_outputs(name):
     other = jnp.roll(y, 1, axis=-1)  # a different class for every example
     z = jnp.asarray(np.random.default_rng(1).normal(size=(B, LATENT)), jnp.float32)
 
+    params = _random_params(model, x, y)
+
     @jax.jit
-    def run(key):
-        params = model.init(key, x, y)
+    def run(params):
         dec = lambda labels: model.apply(params, z, labels, method=VAE.decode)  # noqa: E731
         enc = lambda labels: model.apply(params, x, labels, method=VAE.encode)[0]  # noqa: E731
         # d out / d label: nonzero iff the label is an input of the decoder.
         grad = jax.grad(lambda labels: jnp.sum(dec(labels) ** 2))(y)
         return dec(y), dec(other), enc(y), enc(other), grad
 
-    dec_y, dec_other, enc_y, enc_other, grad = map(np.asarray, run(jax.random.PRNGKey(0)))
+    dec_y, dec_other, enc_y, enc_other, grad = map(np.asarray, run(params))
     assert np.max(np.abs(dec_y - dec_other)) > 1e-4
     assert np.max(np.abs(enc_y - enc_other)) > 1e-4
     assert np.any(np.abs(grad) > 0)
