@@ -1,7 +1,8 @@
 """The `jgen` command line: train | sample | eval | bench | data.
 
   jgen train --config experiments/vae/configs/digits.py --workdir runs/digits [--config.a.b=v ...]
-  jgen sample --workdir runs/digits --num 64 --out samples.png      (or .npz)
+  jgen sample --workdir runs/digits --num 64 --out samples.png      (or .npz; --label K)
+  jgen latent reconstruct|interpolate|traverse|classes --workdir runs/digits --out grid.png
   jgen eval --workdir runs/digits [--split test] [--num-examples N]
   jgen bench train-step --config FILE --devices 1,8
   jgen data import mnist --from ../shared/data/mnist [--data-dir DIR]
@@ -69,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=int, default=64)
     s.add_argument("--out", required=True, help="a .png grid or an .npz of samples")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, default=None, help="class to sample (class-conditional models)")
+
+    lt = sub.add_parser("latent", help="reconstructions, interpolations, traversals, per-class grids (PNG)")
+    lt.add_argument("what", choices=["reconstruct", "interpolate", "traverse", "classes"])
+    lt.add_argument("--workdir", required=True)
+    lt.add_argument("--out", required=True, help="a .png file")
+    lt.add_argument("--split", default="test")
+    lt.add_argument("--num", type=int, default=8, help="rows (examples, paths, dims) or samples per class")
+    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--label", type=int, default=None, help="use examples of this class only")
 
     e = sub.add_parser("eval", help="NLL estimates (nats, bits/dim) of a trained workdir on a split")
     e.add_argument("--workdir", required=True)
@@ -125,7 +136,7 @@ def cmd_sample(args):
     from jgen.train.loop import generate, restore_for_inference
 
     run, state, step = restore_for_inference(args.workdir)
-    images = generate(run, state, args.num, seed=args.seed)
+    images = generate(run, state, args.num, seed=args.seed, label=args.label)
     if args.out.endswith(".npz"):
         np.savez(args.out, samples=images, step=step)
     elif args.out.endswith(".png"):
@@ -133,6 +144,14 @@ def cmd_sample(args):
     else:
         raise SystemExit(f"error: --out must end in .png or .npz, got {args.out!r}")
     print(json.dumps({"out": args.out, "num": args.num, "step": int(step), "shape": list(images.shape)}))
+
+
+def cmd_latent(args):
+    from jgen.latent import latent_command
+
+    out = latent_command(args.workdir, args.what, args.out, split=args.split, num=args.num, seed=args.seed,
+                         label=args.label)
+    print(json.dumps({"out": out, "what": args.what}))
 
 
 def cmd_eval(args):
@@ -206,11 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd_sample(args)
         elif args.command == "eval":
             cmd_eval(args)
+        elif args.command == "latent":
+            cmd_latent(args)
         elif args.command == "bench":
             cmd_bench(args, overrides)
         elif args.command == "data":
             cmd_data(args)
-    except (ConfigError, FileNotFoundError, StructureMismatchError) as e:  # incl. DatasetNotFoundError
+    except (ConfigError, FileNotFoundError, StructureMismatchError, ValueError) as e:  # incl. DatasetNotFoundError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:

@@ -230,9 +230,13 @@ def traversal(spec: ModelSpec, params, batch, *, dims=None, values=DEFAULT_TRAVE
         raise ValueError(f"traversal: dims must be a non-empty 1-D list of ints; got {dims.dtype} {list(dims.shape)}.")
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"traversal: values must be a non-empty 1-D array; got shape {list(values.shape)}.")
-    if not isinstance(dims, jax.core.Tracer) and (int(dims.min()) < 0 or int(dims.max()) >= latent_dim):
+    try:
+        concrete = np.asarray(dims)
+    except jax.errors.TracerArrayConversionError:  # traced dims (traversal under jit): unchecked
+        concrete = None
+    if concrete is not None and (concrete.min() < 0 or concrete.max() >= latent_dim):
         raise ValueError(f"traversal: dims must lie in [0, {latent_dim}) (latent_dim={latent_dim}); "
-                         f"got {np.asarray(dims).tolist()}.")
+                         f"got {concrete.tolist()}.")
     return _traversal(spec, params, batch, dims, values)
 
 

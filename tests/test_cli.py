@@ -54,3 +54,36 @@ def test_distributed_flags_are_validated():
     with pytest.raises(ValueError, match="no coordinator address"):
         initialize(None, 4, 0)
     assert initialize(None, None, None) is False
+
+
+@pytest.fixture(scope="module")
+def cvae_workdir(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("cvae"))
+    os.chdir(REPO_ROOT)
+    assert main(["train", "--config", DIGITS_TINY, "--workdir", workdir, "--no-progress",
+                 "--config.model.conditional=true", "--config.train.num_steps=20"]) == 0
+    return workdir
+
+
+def test_class_conditional_sampling_and_latent_commands(cvae_workdir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    out = str(tmp_path / "three.npz")
+    assert main(["sample", "--workdir", cvae_workdir, "--num", "6", "--out", out, "--label", "3"]) == 0
+    assert np.load(out)["samples"].shape == (6, 8, 8, 1)
+    assert main(["sample", "--workdir", cvae_workdir, "--num", "6", "--out", out, "--label", "12"]) == 2
+    assert "out of range: the model has 10 classes" in capsys.readouterr().err
+    for what in ("reconstruct", "interpolate", "traverse", "classes"):
+        png = str(tmp_path / f"{what}.png")
+        assert main(["latent", what, "--workdir", cvae_workdir, "--out", png, "--num", "3"]) == 0, what
+        assert Image.open(png).size[0] > 8
+
+
+def test_label_on_an_unconditional_model_is_refused(tmp_path, capsys):
+    workdir = str(tmp_path / "vae")
+    assert main(["train", "--config", DIGITS_TINY, "--workdir", workdir, "--no-progress",
+                 "--config.train.num_steps=20"]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--workdir", workdir, "--num", "2", "--out", str(tmp_path / "x.png"), "--label", "1"]) == 2
+    assert "needs a class-conditional model" in capsys.readouterr().err

@@ -22,6 +22,8 @@ References:
 
 from typing import Callable, NamedTuple
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -39,6 +41,21 @@ class Likelihood(NamedTuple):
     sample: Callable[[jax.Array, jax.Array], jax.Array]  # (key, out) -> image in [0, 1]
 
 
+def _checked(name: str, p: int, log_prob):
+    """Wraps log_prob(x, out) with a check that the decoder made p outputs per channel."""
+
+    def fn(x, out):
+        if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != x.shape[-1] * p:
+            raise ValueError(
+                f"The {name} likelihood needs decoder outputs of shape {list(x.shape[:-1]) + [x.shape[-1] * p]} "
+                f"({p} per data channel) for data {list(x.shape)}; got {list(out.shape)}. Build the decoder "
+                f"with out_channels={p} (Likelihood.params_per_channel)."
+            )
+        return log_prob(x, out)
+
+    return fn
+
+
 def _split(out: jax.Array, p: int) -> jax.Array:
     """[B, H, W, C*p] -> [B, H, W, C, p] (channel-major groups of p)."""
     return out.reshape(out.shape[:-1] + (out.shape[-1] // p, p))
@@ -47,7 +64,7 @@ def _split(out: jax.Array, p: int) -> jax.Array:
 def bernoulli() -> Likelihood:
     return Likelihood(
         "bernoulli", 1,
-        log_prob=lambda x, out: bernoulli_logits_log_prob(x, out),
+        log_prob=_checked("bernoulli", 1, bernoulli_logits_log_prob),
         mean=jax.nn.sigmoid,
         sample=lambda key, out: jax.random.bernoulli(key, jax.nn.sigmoid(out)).astype(out.dtype),
     )
@@ -55,10 +72,10 @@ def bernoulli() -> Likelihood:
 
 def gaussian_fixed(std: float) -> Likelihood:
     """N(x; mean, std^2) with a fixed std; data in [0, 1] for display."""
-    log_std = float(jnp.log(std))
+    log_std = math.log(std)
     return Likelihood(
         "gaussian_fixed", 1,
-        log_prob=lambda x, out: diag_gaussian_log_prob(x, out, jnp.full_like(out, log_std)),
+        log_prob=_checked("gaussian_fixed", 1, lambda x, out: diag_gaussian_log_prob(x, out, jnp.full_like(out, log_std))),
         mean=lambda out: jnp.clip(out, 0.0, 1.0),
         sample=lambda key, out: jnp.clip(out + std * jax.random.normal(key, out.shape, out.dtype), 0.0, 1.0),
     )
@@ -81,7 +98,7 @@ def gaussian_learned(min_log_std: float = -6.0) -> Likelihood:
         mean, log_std = parts(out)
         return jnp.clip(mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype), 0.0, 1.0)
 
-    return Likelihood("gaussian_learned", 2, log_prob, lambda out: jnp.clip(parts(out)[0], 0.0, 1.0), sample)
+    return Likelihood("gaussian_learned", 2, _checked("gaussian_learned", 2, log_prob), lambda out: jnp.clip(parts(out)[0], 0.0, 1.0), sample)
 
 
 def dlogistic_mixture(num_mixtures: int, num_bins: int = 256) -> Likelihood:
@@ -104,7 +121,7 @@ def dlogistic_mixture(num_mixtures: int, num_bins: int = 256) -> Likelihood:
         logits, means, log_scales = parts(out)
         return (discretized_logistic_mixture_sample(key, logits, means, log_scales, num_bins=num_bins) + 1.0) / 2.0
 
-    return Likelihood("dlogistic_mixture", 3 * k, log_prob, mean, sample)
+    return Likelihood("dlogistic_mixture", 3 * k, _checked("dlogistic_mixture", 3 * k, log_prob), mean, sample)
 
 
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_learned", "dlogistic_mixture")

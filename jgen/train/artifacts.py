@@ -59,17 +59,19 @@ def truncate_metrics(path: str, last_step: int) -> None:
 
 
 def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
-    """Plots training loss (and eval metrics if logged) against step."""
-    import matplotlib
+    """Plots training loss (and eval metrics if logged) against step.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on a bare `Figure` (no pyplot, no backend switch), so it is safe inside
+    notebooks and threads.
+    """
+    from matplotlib.figure import Figure
 
     rows = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(*zip(*train), label="train loss")
     evals = [(r["step"], r["eval/ELBO"]) for r in rows if "eval/ELBO" in r]
     if evals:
@@ -80,5 +82,4 @@ def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path

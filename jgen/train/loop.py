@@ -329,10 +329,24 @@ class _Logger:
         self._bar.close()
 
 
-def generate(run: Run, state: TrainState, num: int, *, seed: int = 0) -> np.ndarray:
-    """`num` samples [num, H, W, C] in [0, 1] from the state's eval parameters, as numpy."""
+def generate(run: Run, state: TrainState, num: int, *, seed: int = 0, label: int | None = None) -> np.ndarray:
+    """`num` samples [num, H, W, C] in [0, 1] from the state's eval parameters, as numpy.
+
+    `label` asks a class-conditional model for that class only (default: the
+    classes in turn).
+    """
+    labels = None
+    if label is not None:
+        if not run.spec.num_classes:
+            raise ValueError(
+                f"--label {label} needs a class-conditional model; this one is not (set "
+                "model.conditional=true when training)."
+            )
+        if not 0 <= label < run.spec.num_classes:
+            raise ValueError(f"--label {label} is out of range: the model has {run.spec.num_classes} classes.")
+        labels = np.full((int(num),), label, np.int32)
     sample = jax.jit(run.spec.sample, static_argnums=2, out_shardings=replicated(run.mesh))
-    out = sample(eval_params(state, run.config), jax.random.PRNGKey(seed + 2), int(num))
+    out = sample(eval_params(state, run.config), jax.random.PRNGKey(seed + 2), int(num), labels)
     return host_value(out)
 
 

@@ -31,12 +31,16 @@ class TrainState:
 
 def create_train_state(params: Params, optimizer: optax.GradientTransformation, key: PRNGKey,
                        extra: Any = None) -> TrainState:
-    """A fresh state at step 0 (EMA initialised to the parameters)."""
+    """A fresh state at step 0 (EMA initialised to the parameters).
+
+    Every leaf gets its own buffer (`extra` often starts from the parameters, e.g.
+    an EMA codebook), so the state can be donated to the compiled step.
+    """
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=optimizer.init(params),
         ema_params=jax.tree.map(jnp.copy, params),
         key=key,
-        extra={} if extra is None else extra,
+        extra={} if extra is None else jax.tree.map(jnp.copy, extra),
     )

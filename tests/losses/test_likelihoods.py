@@ -212,3 +212,17 @@ def test_dlogistic_mixture_mean_and_sample_distribution():
     empirical = np.bincount(j // 16, minlength=16) / n
     expected = _dlm_reference_probs(raw[0]).reshape(16, 16).sum(-1)
     np.testing.assert_allclose(empirical, expected, atol=6 * np.sqrt(0.25 / n))
+
+
+def test_decoder_output_channels_are_checked():
+    import jax.numpy as jnp
+    import pytest as _pytest
+
+    from jgen.losses.likelihoods import get_likelihood
+
+    x = jnp.zeros((2, 4, 4, 1))
+    for name, p in (("bernoulli", 1), ("gaussian_fixed", 1), ("gaussian_learned", 2)):
+        with _pytest.raises(ValueError, match=rf"out_channels={p}"):
+            get_likelihood(name).log_prob(x, jnp.zeros((2, 4, 4, 3)))
+    with _pytest.raises(ValueError, match="out_channels=6"):
+        get_likelihood("dlogistic_mixture", num_mixtures=2).log_prob(x, jnp.zeros((2, 4, 4, 3)))
