@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=0, help="0 = the config's eval.batch_size")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--iwae-k", default=None, help="comma-separated IWAE sample counts (default: eval.iwae_k)")
+    e.add_argument("--ais-steps", type=int, default=None, help="add the AIS estimator with this many temperatures")
+    e.add_argument("--ais-chains", type=int, default=None)
     e.add_argument("--progress", action="store_true")
     _add_distributed_flags(e)
 
@@ -162,8 +165,17 @@ def cmd_eval(args):
     from jgen.train.evaluate import evaluate
     from jgen.train.loop import eval_params, restore_for_inference
 
-    run, state, step = restore_for_inference(args.workdir)
-    config = run.config
+    from jgen.config import load_saved_config
+
+    config = load_saved_config(args.workdir)
+    with config.unlocked():
+        if args.iwae_k is not None:
+            config.eval.iwae_k = tuple(int(k) for k in args.iwae_k.split(",") if k)
+        if args.ais_steps is not None:
+            config.eval.ais_steps = args.ais_steps
+        if args.ais_chains is not None:
+            config.eval.ais_chains = args.ais_chains
+    run, state, step = restore_for_inference(args.workdir, config)
     split = args.split or config.data.eval_split
     source = get_source(config.data.name, split, data_dir=config.data.get("data_dir") or None)
     results = evaluate(run.spec, eval_params(state, config), source, mesh=run.mesh,
