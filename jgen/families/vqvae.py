@@ -100,6 +100,16 @@ def build(config: ConfigDict, info) -> ModelSpec:
         codes = jax.random.randint(key, (num, h, w), 0, m.num_codes)  # the uniform prior
         return codes_to_images(params, codes)
 
+    def encode(params, batch):
+        """The quantized encodings z_q, flattened to [B, h * w * D] (for jgen.latent)."""
+        check_image_batch(batch, image_shape, who="The VQ-VAE encoder")
+        x = eval_preprocess(jax.random.PRNGKey(0), batch["image"], batch.get("index"))
+        z_q = get_codebook(params)[nearest_code(encode_fn(params, x), get_codebook(params))]
+        return z_q.reshape((z_q.shape[0], -1))
+
+    def decode(params, z, labels=None):
+        return likelihood.mean(decode_fn(params, z.reshape((z.shape[0], h, w, m.code_dim))))
+
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The VQ-VAE evaluator")
         x = eval_preprocess(key, batch["image"], batch.get("index"))
@@ -144,6 +154,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
         init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=num_dims,
         stochastic=(), nll_estimators=("ELBO (uniform code prior)",), summarize=summarize,
         init_extra=init_extra, post_update=post_update,
+        encode=encode, decode=decode, latent_dim=positions * int(m.code_dim),
     )
 
 
