@@ -121,10 +121,7 @@ def make_elbo_loss(
         raise ValueError("free_bits needs kl_estimator='analytic' (per-dimension KL terms).")
 
     def loss_fn(params, key, batch):
-        key_pre, key_z = jax.random.split(key)
-        x = batch["image"]
-        if preprocess is not None:
-            x = preprocess(key_pre, x, batch.get("index"))
+        x, key_z = preprocessed_input(preprocess, key, batch)
         terms = elbo_terms(encode_fn, log_likelihood_fn, params, key_z, x, kl_estimator=kl_estimator)
         mask = batch.get("mask")
         weight = beta(batch.get("step", 0)) if callable(beta) else beta
@@ -138,6 +135,20 @@ def make_elbo_loss(
         return loss, aux
 
     return loss_fn
+
+
+def preprocessed_input(preprocess, key: PRNGKey, batch) -> tuple[Array, PRNGKey]:
+    """The model input `batch["image"]`, preprocessed with the first half of `key`
+    (if a `preprocess(key, image, index)` is given), and the other half of the key.
+
+    Every loss factory (and the VQ-VAE's EMA step) uses this one split, so they all
+    see the same x for the same key.
+    """
+    key_pre, key_rest = jax.random.split(key)
+    x = batch["image"]
+    if preprocess is not None:
+        x = preprocess(key_pre, x, batch.get("index"))
+    return x, key_rest
 
 
 def masked_mean(values: Array, mask: Array | None) -> Array:

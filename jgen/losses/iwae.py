@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jgen.distributions import diag_gaussian_log_prob, diag_gaussian_sample, standard_normal_log_prob
-from jgen.losses.elbo import EncodeFn, LogLikelihoodFn, masked_mean
+from jgen.losses.elbo import EncodeFn, LogLikelihoodFn, masked_mean, preprocessed_input
 from jgen.typing import Array, Params, PRNGKey
 
 
@@ -85,10 +85,7 @@ def make_iwae_loss(encode_fn: EncodeFn, log_likelihood_fn: LogLikelihoodFn, *, n
     (reparameterised gradient), with aux {"niwae": [B]}."""
 
     def loss_fn(params, key, batch):
-        key_pre, key_z = jax.random.split(key)
-        x = batch["image"]
-        if preprocess is not None:
-            x = preprocess(key_pre, x, batch.get("index"))
+        x, key_z = preprocessed_input(preprocess, key, batch)
         bound = iwae_bound(encode_fn, log_likelihood_fn, params, key_z, x, num_samples=num_samples)
         return masked_mean(-bound, batch.get("mask")), {"niwae": -bound}
 

@@ -45,7 +45,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jgen.losses.elbo import masked_mean
+from jgen.losses.elbo import masked_mean, preprocessed_input
 from jgen.typing import Array, Params, PRNGKey
 
 # encode_fn(params, x) -> z_e [B, ..., D]
@@ -396,19 +396,6 @@ def set_codebook(params: Params, codebook: Array, path: Sequence[str] = CODEBOOK
 # ---------------------------------------------------------------------------
 
 
-def _inputs(preprocess, key: PRNGKey, batch) -> tuple[Array, PRNGKey]:
-    """The model input of a batch, preprocessed with the first half of `key`.
-
-    Shared by the loss, `make_vq_codes_fn` and `make_vq_ema_step`, so all three see the
-    same x for the same key.
-    """
-    key_pre, key_rest = jax.random.split(key)
-    x = batch["image"]
-    if preprocess is not None:
-        x = preprocess(key_pre, x, batch.get("index"))
-    return x, key_rest
-
-
 def make_vqvae_loss(
     encode_fn: VQEncodeFn,
     decode_fn: VQDecodeFn,
@@ -463,7 +450,7 @@ def make_vqvae_loss(
     """
 
     def loss_fn(params, key, batch):
-        x, _ = _inputs(preprocess, key, batch)
+        x, _ = preprocessed_input(preprocess, key, batch)
         codebook = get_codebook(params, codebook_path)
         z_e = encode_fn(params, x)
         z_q_st, _, vq = vector_quantize(z_e, codebook)
@@ -494,7 +481,7 @@ def make_vq_codes_fn(
     """
 
     def codes_fn(params, key, batch):
-        x, _ = _inputs(preprocess, key, batch)
+        x, _ = preprocessed_input(preprocess, key, batch)
         codebook = get_codebook(params, codebook_path)
         z_e = encode_fn(params, x)
         return z_e, nearest_code(z_e, codebook)
@@ -530,7 +517,7 @@ def make_vq_ema_step(
 
     def ema_step(params, ema_state: EMACodebookState, key, batch):
         mask = batch.get("mask")
-        x, _ = _inputs(preprocess, key, batch)
+        x, _ = preprocessed_input(preprocess, key, batch)
         z_e = encode_fn(params, x)
         # Assign with the EMA codebook (equal to the one in params after the first
         # call, whatever the optimizer did to that leaf in between).
