@@ -14,7 +14,6 @@ Multi-host: add --coordinator-address HOST:PORT --num-processes N --process-id I
 
 import argparse
 import json
-import os
 import sys
 
 

@@ -68,8 +68,8 @@ def test_free_bits_floor_and_annealing():
 X = 1.3
 
 
-def _parts(theta):
-    m, ls, a = theta[0], theta[1], theta[2]
+def _parts():
+    """The model as encode / log-likelihood functions of theta = (m, ls, a)."""
 
     def enc(p, x):
         return jnp.full((1, 1), p[0]), jnp.full((1, 1), p[1])
@@ -108,7 +108,7 @@ def test_iwae_gradient_is_unbiased_for_the_bound(k, nodes):
         for e in np.eye(3)
     ])
     with jax.enable_x64(True):
-        enc, ll = _parts(theta)
+        enc, ll = _parts()
         x = jnp.full((1, 1), X)
 
         def estimate(th, key):
