@@ -4,7 +4,7 @@ and `Reverse`. Between coupling layers they let every dimension be transformed.
 A permutation matrix has determinant :math:`\\pm 1`, so both have log-det 0.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,0 +1,43 @@
+"""Invertible maps with tractable Jacobian log-determinants, for normalizing flows.
+
+Every bijector is an immutable pytree with pure `forward_and_log_det(x)` and
+`inverse_and_log_det(y)` on batches [B, *event] (log-dets of shape [B]); `forward` is
+the sampling direction (base -> data). `Chain([f1, f2])` applies `f1` first.
+`flow_log_prob` and `flow_sample` turn a bijector and a base distribution into a flow.
+"""
+
+from jgen.bijectors.base import Bijector, Chain, Inverse
+from jgen.bijectors.coupling import (
+    MaskedCoupling,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+)
+from jgen.bijectors.elementwise import Affine, Exp, Sigmoid, Tanh
+from jgen.bijectors.permute import Permute, Reverse
+from jgen.bijectors.reshape import Squeeze
+from jgen.bijectors.transformed import (
+    flow_log_prob,
+    flow_sample,
+    flow_sample_and_log_prob,
+)
+
+__all__ = [
+    "Affine",
+    "Bijector",
+    "Chain",
+    "Exp",
+    "Inverse",
+    "MaskedCoupling",
+    "Permute",
+    "Reverse",
+    "Sigmoid",
+    "Squeeze",
+    "Tanh",
+    "channel_mask",
+    "checkerboard_mask",
+    "flow_log_prob",
+    "flow_sample",
+    "flow_sample_and_log_prob",
+    "half_mask",
+]
