@@ -6,7 +6,9 @@ the sampling direction (base -> data). `Chain([f1, f2])` applies `f1` first.
 `flow_log_prob` and `flow_sample` turn a bijector and a base distribution into a flow.
 """
 
+from jgen.bijectors.actnorm import ActNorm, actnorm_init
 from jgen.bijectors.base import Bijector, Chain, Inverse
+from jgen.bijectors.conv1x1 import Conv1x1LU, conv1x1_init
 from jgen.bijectors.coupling import (
     MaskedCoupling,
     channel_mask,
@@ -16,6 +18,7 @@ from jgen.bijectors.coupling import (
 from jgen.bijectors.elementwise import Affine, Exp, Sigmoid, Tanh
 from jgen.bijectors.permute import Permute, Reverse
 from jgen.bijectors.reshape import Squeeze
+from jgen.bijectors.spline import RationalQuadraticSpline, SplineCoupling
 from jgen.bijectors.transformed import (
     flow_log_prob,
     flow_sample,
@@ -23,19 +26,25 @@ from jgen.bijectors.transformed import (
 )
 
 __all__ = [
+    "ActNorm",
     "Affine",
     "Bijector",
     "Chain",
+    "Conv1x1LU",
     "Exp",
     "Inverse",
     "MaskedCoupling",
     "Permute",
+    "RationalQuadraticSpline",
     "Reverse",
     "Sigmoid",
+    "SplineCoupling",
     "Squeeze",
     "Tanh",
+    "actnorm_init",
     "channel_mask",
     "checkerboard_mask",
+    "conv1x1_init",
     "flow_log_prob",
     "flow_sample",
     "flow_sample_and_log_prob",

@@ -94,7 +94,8 @@ class MaskedCoupling(Bijector):
     def __post_init__(self):
         if self.kind not in _KINDS:
             raise ValueError(
-                f"MaskedCoupling: kind must be one of {_KINDS}; received {self.kind!r}."
+                f"MaskedCoupling: kind must be one of {_KINDS}; received {self.kind!r}. "
+                "For a rational-quadratic spline coupling use SplineCoupling."
             )
         if self.log_scale_bound is not None and not self.log_scale_bound > 0:
             raise ValueError(

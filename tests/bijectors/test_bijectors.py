@@ -3,6 +3,7 @@ invertibility, log-det against a brute-force `slogdet` of the Jacobian, jit/vmap
 shapes, and readable shape errors. Then `Chain` and `Inverse` composition.
 """
 
+import dataclasses
 import functools
 
 import chex
@@ -12,18 +13,23 @@ import numpy as np
 import pytest
 
 from jgen.bijectors import (
+    ActNorm,
     Affine,
     Chain,
+    Conv1x1LU,
     Exp,
     Inverse,
     MaskedCoupling,
     Permute,
+    RationalQuadraticSpline,
     Reverse,
     Sigmoid,
+    SplineCoupling,
     Squeeze,
     Tanh,
     channel_mask,
     checkerboard_mask,
+    conv1x1_init,
     half_mask,
 )
 
@@ -57,6 +63,47 @@ def mlp_conditioner(key, event_shape, *, kind="affine", scale=1.0):
 def _normal(key, shape, scale=1.0):
     """Normal draws in float64 under `jax.enable_x64(True)`, else float32."""
     return scale * jax.random.normal(key, shape, jnp.zeros(()).dtype)
+
+
+def spline_conditioner(key, event_shape, num_bins, *, scale=1.0):
+    """A fixed random MLP: x_masked -> raw spline params [B, *event, K], [.., K], [.., K-1]."""
+    d, k = int(np.prod(event_shape)), num_bins
+    per = 3 * k - 1
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    w1 = rng.normal(size=(d, 16)) / np.sqrt(d)
+    w2 = scale * rng.normal(size=(16, d * per)) / 4.0
+    b2 = rng.normal(size=(d * per,))
+
+    def conditioner(h):
+        hidden = jnp.tanh(h.reshape(h.shape[0], d) @ jnp.asarray(w1, h.dtype))
+        out = hidden @ jnp.asarray(w2, h.dtype) + jnp.asarray(b2, h.dtype)[None]
+        out = out.reshape(*h.shape, per)
+        return out[..., :k], out[..., k : 2 * k], out[..., 2 * k :]
+
+    return conditioner
+
+
+def random_spline(key, param_shape, num_bins, **kwargs):
+    """A RationalQuadraticSpline with normal raw params of shape [*param_shape, K]."""
+    ks = [jax.random.fold_in(key, i) for i in range(3)]
+    return RationalQuadraticSpline(
+        _normal(ks[0], (*param_shape, num_bins)),
+        _normal(ks[1], (*param_shape, num_bins)),
+        _normal(ks[2], (*param_shape, num_bins - 1), 2.0),
+        **kwargs,
+    )
+
+
+def random_conv1x1(key, channels, **kwargs):
+    """conv1x1_init (a rotation) with its LU leaves perturbed, so |det W| != 1."""
+    conv = conv1x1_init(key, channels, **kwargs)
+    ks = [jax.random.fold_in(key, i) for i in range(1, 4)]
+    return dataclasses.replace(
+        conv,
+        l_raw=conv.l_raw + _normal(ks[0], (channels, channels), 0.3),
+        u_raw=conv.u_raw + _normal(ks[1], (channels, channels), 0.3),
+        log_s=conv.log_s + _normal(ks[2], (channels,), 0.3),
+    )
 
 
 # name -> (constructor(key) -> bijector, event shape). Params are float64 arrays; the
@@ -107,6 +154,42 @@ BIJECTORS = {
         (2, 2, 4),
     ),
     "squeeze": (lambda k: Squeeze(), (4, 2, 3)),
+    "actnorm_vector": (
+        lambda k: ActNorm(_normal(k, (4,)), _normal(jax.random.fold_in(k, 1), (4,), 0.5)),
+        (4,),
+    ),
+    "actnorm_image": (
+        lambda k: ActNorm(
+            _normal(k, (3,)), _normal(jax.random.fold_in(k, 1), (3,), 0.5), event_ndims=3
+        ),
+        (2, 2, 3),
+    ),
+    "conv1x1_image": (lambda k: random_conv1x1(k, 3), (2, 2, 3)),
+    "conv1x1_vector": (lambda k: random_conv1x1(k, 4, event_ndims=1), (4,)),
+    # bound=2 so that some of the normal inputs land in the identity tails.
+    "spline_vector": (lambda k: random_spline(k, (4,), 4, bound=2.0), (4,)),
+    "spline_image_shared_over_pixels": (
+        lambda k: random_spline(k, (), 3, bound=1.5, event_ndims=3),
+        (2, 2, 2),
+    ),
+    "spline_coupling_half": (
+        lambda k: SplineCoupling(half_mask(5), spline_conditioner(k, (5,), 4), bound=2.0),
+        (5,),
+    ),
+    "chain_glow_step": (
+        lambda k: Chain(
+            [
+                ActNorm(_normal(k, (2,), 0.3), _normal(jax.random.fold_in(k, 1), (2,), 0.3),
+                        event_ndims=3),
+                random_conv1x1(jax.random.fold_in(k, 2), 2),
+                SplineCoupling(
+                    channel_mask((1, 2, 2)),
+                    spline_conditioner(jax.random.fold_in(k, 3), (1, 2, 2), 3),
+                ),
+            ]
+        ),
+        (1, 2, 2),
+    ),
     "inverse_affine": (
         lambda k: Inverse(Affine(_normal(k, (3,)), _normal(jax.random.fold_in(k, 1), (3,)))),
         (3,),
@@ -284,6 +367,29 @@ def test_bijector_rejects_input_without_batch_axis(name):
             r"shift must have the input's shape \(3, 4\); received shape \(3, 2\)",
         ),
         (MaskedCoupling(half_mask(4), lambda h: h), (B, 4), r"pair \(shift, raw_log_scale\)"),
+        (ActNorm(jnp.zeros(3), jnp.zeros(3)), (B, 4), r"shift must have shape \[C\] = \(4,\)"),
+        (
+            Conv1x1LU((1, 0, 2), jnp.zeros((3, 3)), jnp.zeros((3, 3)), jnp.zeros(3),
+                      (1.0, -1.0, 1.0)),
+            (B, 2, 2, 4),
+            r"size C = 3; received shape \(3, 2, 2, 4\)",
+        ),
+        (
+            RationalQuadraticSpline(jnp.zeros((3, 4)), jnp.zeros((3, 4)), jnp.zeros((3, 3))),
+            (B, 4),
+            r"widths of shape \(3, 4\) does not broadcast.*\(3, 4, 4\)",
+        ),
+        (
+            RationalQuadraticSpline(jnp.zeros((4, 4)), jnp.zeros((4, 4)), jnp.zeros((4, 4))),
+            (B, 4),
+            r"K - 1; received shapes \(4, 4\), \(4, 4\), \(4, 4\)",
+        ),
+        (
+            SplineCoupling(half_mask(4), lambda h: (h, h, h)),
+            (B, 4),
+            r"\[B, \*event, K\].*received shapes \(\(3, 4\), \(3, 4\), \(3, 4\)\)",
+        ),
+        (SplineCoupling(half_mask(4), lambda h: (h, h)), (B, 4), r"triple"),
     ],
 )
 def test_bijector_wrong_event_shape_errors(bij, bad_shape, match):
@@ -342,6 +448,14 @@ def test_bijector_constructor_errors():
         Inverse(jnp.tanh)
     with pytest.raises(ValueError, match="empty"):
         Chain([])
+    with pytest.raises(ValueError, match=r"perm must be a permutation.*received \(0, 0\)"):
+        Conv1x1LU((0, 0), jnp.zeros((2, 2)), jnp.zeros((2, 2)), jnp.zeros(2), (1.0, 1.0))
+    with pytest.raises(ValueError, match=r"sign must be 2 values.*received \(1.0, 0.5\)"):
+        Conv1x1LU((0, 1), jnp.zeros((2, 2)), jnp.zeros((2, 2)), jnp.zeros(2), (1.0, 0.5))
+    with pytest.raises(ValueError, match=r"bound must be a positive float; received -1.0"):
+        RationalQuadraticSpline(jnp.zeros(3), jnp.zeros(3), jnp.zeros(2), bound=-1.0)
+    with pytest.raises(TypeError, match="conditioner must be a function"):
+        SplineCoupling(half_mask(4), None)
     with pytest.raises(ValueError, match=r"same event_ndims.*Tanh: 1.*Squeeze: 3"):
         Chain([Tanh(), Squeeze()])
 
