@@ -6,7 +6,6 @@ between coupling layers. In LU form its log-determinant costs :math:`O(C)` and i
 inverse two triangular solves. `conv1x1_init` builds one from a random rotation.
 """
 
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
