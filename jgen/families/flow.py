@@ -57,8 +57,9 @@ def make_flow(model: ConfigDict, dim: int):
             def conditioner(xm, i=i):
                 return nets.apply(params, xm, i, method=CouplingMLPs.condition)
 
-            layers += [MaskedCoupling(half_mask(dim, flip=bool(i % 2)), conditioner,
-                                      log_scale_bound=m.log_scale_bound), Reverse()]
+            # The same half mask every time: the Reverse after each coupling is what
+            # alternates which half is transformed (flipping the mask too would undo it).
+            layers += [MaskedCoupling(half_mask(dim), conditioner, log_scale_bound=m.log_scale_bound), Reverse()]
         # base -> data: s = sigmoid(.) in (0, 1), then y = (s - alpha) / (1 - 2 alpha).
         unsquash = Affine(jnp.full((dim,), -alpha / (1.0 - 2.0 * alpha)),
                           jnp.full((dim,), -math.log(1.0 - 2.0 * alpha)))
