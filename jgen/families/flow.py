@@ -25,10 +25,8 @@ from jgen.data import get_preprocess
 from jgen.distributions import standard_normal_log_prob
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.flow import make_flow_nll_loss
+from jgen.metrics.likelihood import DEQUANTIZING_PREPROCESSES, dequantization_offset
 from jgen.models.flows import CouplingMLPs
-
-_DEQUANTIZERS = ("dequantize_uniform",)
-
 
 def model_config(**overrides) -> ConfigDict:
     """Every `config.model` key of the flow family, with its default."""
@@ -72,7 +70,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
     m = model_config()
     m.update(config.model)
     for key in ("preprocess", "eval_preprocess"):
-        if config.data[key] not in _DEQUANTIZERS:
+        if config.data[key] not in DEQUANTIZING_PREPROCESSES:
             raise ValueError(
                 f"The flow family models a density of dequantized pixels: set data.{key}="
                 f"'dequantize_uniform' (got {config.data[key]!r})."
@@ -81,11 +79,12 @@ def build(config: ConfigDict, info) -> ModelSpec:
     dim = math.prod(image_shape)
     nets, flow_fn = make_flow(m, dim)
 
-    offset = dim * math.log(256.0)
     loss_core = make_flow_nll_loss(flow_fn, standard_normal_log_prob,
-                                   preprocess=get_preprocess(config.data.preprocess), nll_offset=offset)
+                                   preprocess=get_preprocess(config.data.preprocess),
+                                   nll_offset=dequantization_offset(config.data.preprocess, dim))
     eval_core = make_flow_nll_loss(flow_fn, standard_normal_log_prob,
-                                   preprocess=get_preprocess(config.data.eval_preprocess), nll_offset=offset)
+                                   preprocess=get_preprocess(config.data.eval_preprocess),
+                                   nll_offset=dequantization_offset(config.data.eval_preprocess, dim))
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow loss")

@@ -17,13 +17,9 @@ from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses import elbo_terms, iwae_bound, linear_kl_warmup, make_elbo_loss, make_iwae_loss
 from jgen.losses.likelihoods import get_likelihood
 from jgen.metrics.ais import ais_log_marginal
+from jgen.metrics.likelihood import dequantization_offset
 from jgen.distributions import standard_normal_log_prob
 from jgen.models.vae import VAE, conv_vae, mlp_vae
-
-# Preprocessings that map 8-bit pixels to a continuous density on [0, 1] by
-# uniform dequantization: log P(x) >= E_u log p((x + u) / 256) - D log 256.
-_DEQUANTIZED = {"dequantize_uniform": math.log(256.0)}
-
 
 def model_config(**overrides) -> ConfigDict:
     """Every `config.model` key of the VAE family, with its default."""
@@ -127,7 +123,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     iwae_ks = tuple(int(k) for k in config.eval.iwae_k)
     chunk = int(config.eval.iwae_chunk)
-    offset = _DEQUANTIZED.get(config.data.eval_preprocess, 0.0) * num_dims
+    offset = dequantization_offset(config.data.eval_preprocess, num_dims)
     ais_steps, ais_chains = int(config.eval.get("ais_steps", 0)), int(config.eval.get("ais_chains", 16))
 
     def eval_fn(params, key, batch):

@@ -6,6 +6,19 @@ import math
 import numpy as np
 
 
+# Preprocessings that turn 8-bit pixels into a continuous density by uniform
+# dequantization, y = (x + u) / 256, and the log of their bin volume per dimension:
+# log P(x) >= E_u log p(y) - D log 256, so a density NLL becomes the discrete-data
+# bound by adding D log 256.
+DEQUANTIZING_PREPROCESSES = {"dequantize_uniform": math.log(256.0)}
+
+
+def dequantization_offset(preprocess: str, num_dims: int) -> float:
+    """What to add to a density NLL (nats) on data preprocessed by `preprocess` to
+    get the discrete-data NLL bound: D log 256 for uniform dequantization, else 0."""
+    return DEQUANTIZING_PREPROCESSES.get(preprocess, 0.0) * num_dims
+
+
 def bits_per_dim(nll_nats, num_dims: int):
     """Converts an NLL in nats per example to bits per dimension: nll / (D ln 2)."""
     return nll_nats / (num_dims * math.log(2.0))
