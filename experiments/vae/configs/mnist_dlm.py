@@ -22,13 +22,11 @@ def get_config(variant: str | None = None):
     config.train.save_every = 5000
     config.eval.iwae_k = (1, 10, 100)
     if variant == "tiny":
-        tiny_training(config)
+        tiny_training(config, num_steps=20, save_every=10)
         config.model.conv_channels = (4, 8)
         config.model.conv_hidden = 16
         config.model.latent_dim = 4
         config.model.num_mixtures = 2
-        config.train.num_steps = 20
-        config.train.save_every = 10
     elif variant not in (None, ""):
         raise ValueError(f"Unknown variant {variant!r} of vae/mnist_dlm; use ':tiny' or none.")
     return config

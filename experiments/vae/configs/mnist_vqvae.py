@@ -18,14 +18,12 @@ def get_config(variant: str | None = None):
     config.train.save_every = 2500
     config.eval.iwae_k = ()
     if variant == "tiny":
-        tiny_training(config)
+        tiny_training(config, num_steps=20, save_every=10)
         config.model.num_codes = 8
         config.model.code_dim = 4
         config.model.hidden_channels = 8
         config.model.res_channels = 4
         config.model.num_res_blocks = 1
-        config.train.num_steps = 20
-        config.train.save_every = 10
     elif variant not in (None, ""):
         raise ValueError(f"Unknown variant {variant!r} of vae/mnist_vqvae; use ':tiny' or none.")
     return config
