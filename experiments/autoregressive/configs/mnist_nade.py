@@ -1,0 +1,24 @@
+"""NADE (500 hidden units shared across positions) on dynamically binarized MNIST, raster order; exact test NLL on the
+fixed-seed binarization of the test set (import MNIST first:
+`jgen data import mnist --from ../shared/data/mnist`).
+
+Variants: `mnist_nade.py` and `mnist_nade.py:tiny`.
+"""
+
+from jgen.config import base_config, mnist_benchmark_training, tiny_training
+from jgen.families.autoregressive import model_config
+
+
+def get_config(variant: str | None = None):
+    config = base_config(dataset="mnist", model=model_config(architecture="nade"))
+    mnist_benchmark_training(config, num_steps=60_000)
+    config.eval.iwae_k = ()
+    config.sample.num = 16
+    if variant == "tiny":
+        tiny_training(config, num_steps=20, save_every=10)
+        config.eval.iwae_k = ()
+        config.sample.num = 2
+        config.model.hidden = 8
+    elif variant not in (None, ""):
+        raise ValueError(f"Unknown variant {variant!r} of autoregressive/mnist_nade; use ':tiny' or none.")
+    return config
