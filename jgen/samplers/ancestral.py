@@ -48,7 +48,7 @@ def ancestral_sample(
       init: the starting canvas [B, D] (floats for Bernoulli, ints for categorical);
         its values at `observed` positions are kept (completion), the rest overwritten.
       kind: "bernoulli" or "categorical".
-      order: a permutation of range(D) (static, e.g. a MADE order); default 0..D-1.
+      order: a permutation of range(D) (e.g. a MADE order; checked unless traced); default 0..D-1.
       observed: optional bool [B, D] or [D]; True = keep init's value.
       temperature, top_k, top_p: filters (`top_k`/`top_p` categorical only).
 
@@ -64,9 +64,12 @@ def ancestral_sample(
     if kind == "bernoulli" and (top_k is not None or top_p is not None):
         raise ValueError("ancestral_sample: top_k / top_p apply to categorical outputs only.")
     num, dim = init.shape
-    order = np.arange(dim) if order is None else np.asarray(order)
-    if sorted(order.tolist()) != list(range(dim)):
-        raise ValueError(f"ancestral_sample: order must be a permutation of range({dim}); received {order}.")
+    if order is None:
+        order = np.arange(dim)
+    if not isinstance(order, jax.core.Tracer):  # a traced order (e.g. drawn by made_masks) is trusted
+        order = np.asarray(order)
+        if sorted(order.tolist()) != list(range(dim)):
+            raise ValueError(f"ancestral_sample: order must be a permutation of range({dim}); received {order}.")
     order = jnp.asarray(order, jnp.int32)
     if observed is None:
         observed = jnp.zeros((num, dim), bool)
