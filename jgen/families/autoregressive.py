@@ -10,6 +10,16 @@ one compiled loop.
   step, evaluation reports the exact likelihood of the ensemble
   :math:`\frac1M \sum_m p_m(x)` (a mixture of M autoregressive models, itself
   normalised), and sampling uses the first member's ordering.
+- "pixelcnn", "gated_pixelcnn": masked-convolution models of binary images
+  (Bernoulli conditionals); the gated one has no blind spot.
+- "pixelcnn_pp": a PixelCNN++-style model of 8-bit images (grayscale or RGB) with
+  a discretized logistic mixture per subpixel and channel-wise coupling of the
+  means; data.preprocess must be "symmetric" (pixels on the 256-value grid in
+  [-1, 1]); the exact NLL is over the 256 discrete values.
+
+`model.conditional=True` makes "pixelcnn", "gated_pixelcnn" and "pixelcnn_pp"
+class-conditional (a label bias in every layer); `jgen sample --label k` then
+draws class k.
 
 Every architecture returns, in one teacher-forced pass, the parameters of all
 conditionals; the exact NLL is their sum (`jgen.losses.autoregressive`).
@@ -31,11 +41,19 @@ from jgen.data import get_preprocess
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.autoregressive import bernoulli_autoregressive_log_prob
 from jgen.losses.elbo import masked_mean
+from jgen.losses.likelihoods import dlogistic_mixture_value_log_probs
 from jgen.models.autoregressive import MADE, made_masks
 from jgen.models.autoregressive.fvsbn import FVSBN, NADE
+from jgen.models.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
+from jgen.models.autoregressive.pixelcnn_pp import (
+    PixelCNNPlusPlus,
+    channel_coupled_mixture_params,
+    pixelcnn_pp_log_prob,
+)
 from jgen.samplers.ancestral import ancestral_sample
 
-ARCHITECTURES = ("fvsbn", "nade", "made")
+ARCHITECTURES = ("fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelcnn_pp")
+CONDITIONAL_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp")
 BINARY_PREPROCESSES = ("binarize_dynamic", "binarize_static")
 
 
@@ -50,6 +68,12 @@ def model_config(**overrides) -> ConfigDict:
     c.num_masks = 1  # made: connectivities (orderings) in the ensemble; 1 = natural order, fixed
     c.order_agnostic = False  # made: also draw a random ordering per mask
     c.mask_seed = 0  # made: the masks are drawn from this seed
+    c.channels = 64  # pixelcnn / gated_pixelcnn / pixelcnn_pp: feature channels
+    c.num_layers = 7  # pixelcnn / gated_pixelcnn: residual (gated) layers; pixelcnn_pp: blocks
+    c.kernel_size = 3  # pixelcnn / gated_pixelcnn: kernel of the type-B convolutions
+    c.first_kernel_size = 7  # pixelcnn / gated_pixelcnn: kernel of the type-A first layer
+    c.num_mixtures = 5  # pixelcnn_pp: logistic components per subpixel
+    c.conditional = False  # pixelcnn*: condition on the class label
     c.temperature = 1.0  # sampling temperature on the logits
     for k, v in overrides.items():
         c[k] = v
@@ -71,6 +95,8 @@ def _bernoulli_network(m: ConfigDict, dim: int):
 
         return module, logits_fn, lambda i: None
 
+    if m.architecture in ("pixelcnn", "gated_pixelcnn"):
+        raise AssertionError("image networks are built by _image_network")
     hidden = tuple(int(h) for h in m.made_hidden)
     module = MADE(hidden=hidden, dim=dim, num_params=1, direct_connection=bool(m.made_direct))
     if int(m.num_masks) < 1:
@@ -89,34 +115,101 @@ def _bernoulli_network(m: ConfigDict, dim: int):
     return module, logits_fn, masks_for
 
 
+def _image_network(m: ConfigDict, image_shape, num_classes: int):
+    """(module, raw_fn(params, image [B, H, W, C], labels) -> network output)."""
+    classes = num_classes or None
+    if m.architecture == "pixelcnn_pp":
+        module = PixelCNNPlusPlus(num_mixtures=int(m.num_mixtures), channels=int(m.channels),
+                                  num_blocks=int(m.num_layers), num_classes=classes)
+    else:
+        cls = PixelCNN if m.architecture == "pixelcnn" else GatedPixelCNN
+        module = cls(channels=int(m.channels), num_layers=int(m.num_layers), kernel_size=int(m.kernel_size),
+                     first_kernel_size=int(m.first_kernel_size), num_classes=classes)
+
+    def raw_fn(params, x, labels=None):
+        return module.apply(params, x, labels)
+
+    return module, raw_fn
+
+
 def build(config: ConfigDict, info) -> ModelSpec:
     m = model_config()
     m.update(config.model)
     if m.architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown model.architecture={m.architecture!r} for the autoregressive family; "
                          f"known: {', '.join(ARCHITECTURES)}.")
+    eight_bit = m.architecture == "pixelcnn_pp"
+    allowed = ("symmetric",) if eight_bit else BINARY_PREPROCESSES
     for key in ("preprocess", "eval_preprocess"):
-        if config.data[key] not in BINARY_PREPROCESSES:
+        if config.data[key] not in allowed:
+            what = "8-bit pixels on the [-1, 1] grid" if eight_bit else "binary pixels"
             raise ValueError(
-                f"model.architecture={m.architecture!r} models binary pixels: set data.{key} to one of "
-                f"{BINARY_PREPROCESSES} (got {config.data[key]!r})."
+                f"model.architecture={m.architecture!r} models {what}: set data.{key} to one of "
+                f"{allowed} (got {config.data[key]!r})."
             )
+    conditional = bool(m.get("conditional", False))
+    if conditional and m.architecture not in CONDITIONAL_ARCHITECTURES:
+        raise ValueError(f"model.conditional=True is available for {CONDITIONAL_ARCHITECTURES}; "
+                         f"got architecture {m.architecture!r}.")
+    num_classes = int(info.num_classes) if conditional else 0
+    if conditional and not num_classes:
+        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
     image_shape = tuple(info.image_shape)
     dim = math.prod(image_shape)
-    module, logits_fn, masks_for = _bernoulli_network(m, dim)
-    num_masks = int(m.num_masks) if m.architecture == "made" else 1
     preprocess = get_preprocess(config.data.preprocess)
     eval_preprocess = get_preprocess(config.data.eval_preprocess)
+    num_masks = int(m.num_masks) if m.architecture == "made" else 1
+    k_mix = int(m.num_mixtures)
 
-    def nll(params, x, mask_index=0):
-        x = x.reshape((x.shape[0], -1))
-        return -bernoulli_autoregressive_log_prob(logits_fn(params, x, mask_index), x)
+    if m.architecture in ("fvsbn", "nade", "made"):
+        module, flat_logits, masks_for = _bernoulli_network(m, dim)
+
+        def nll(params, x, labels=None, mask_index=0):
+            x = x.reshape((x.shape[0], -1))
+            return -bernoulli_autoregressive_log_prob(flat_logits(params, x, mask_index), x)
+
+        def init(key):
+            x = jnp.zeros((1, dim), jnp.float32)
+            masks = masks_for(0)
+            return module.init(key, x) if masks is None else module.init(key, x, masks)
+
+        def canvas_logits(params, canvas, labels=None):
+            return flat_logits(params, canvas, 0)
+
+        masks0 = masks_for(0)
+        sample_order = None if masks0 is None else masks0.order
+    else:
+        module, raw_fn = _image_network(m, image_shape, num_classes)
+        sample_order = None
+
+        def nll(params, x, labels=None, mask_index=0):
+            raw = raw_fn(params, x, labels)
+            if eight_bit:
+                return -pixelcnn_pp_log_prob(raw, x, k_mix)
+            return -bernoulli_autoregressive_log_prob(raw, x)
+
+        def init(key):
+            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+            return module.init(key, jnp.zeros((1, *image_shape), jnp.float32), labels)
+
+        def canvas_logits(params, canvas, labels=None):
+            """The canvas [B, D] (binary, or 8-bit values 0..255) -> logits [B, D(, 256)]."""
+            x = canvas.reshape((canvas.shape[0], *image_shape))
+            if not eight_bit:
+                return raw_fn(params, x, labels).reshape(canvas.shape)
+            xs = x / 127.5 - 1.0
+            out = channel_coupled_mixture_params(raw_fn(params, xs, labels), xs, k_mix)
+            return dlogistic_mixture_value_log_probs(out, k_mix).reshape((canvas.shape[0], dim, 256))
+
+    def labels_of(batch):
+        return jnp.asarray(batch["label"], jnp.int32) if num_classes else None
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The autoregressive loss")
         key_pre, key_mask = jax.random.split(key)
-        mask_index = jax.random.randint(key_mask, (), 0, num_masks)  # one connectivity per step
-        values = nll(params, preprocess(key_pre, batch["image"], batch.get("index")), mask_index)
+        mask_index = jax.random.randint(key_mask, (), 0, num_masks)  # MADE: one connectivity per step
+        x = preprocess(key_pre, batch["image"], batch.get("index"))
+        values = nll(params, x, labels_of(batch), mask_index)
         return masked_mean(values, batch.get("mask")), {"nll": values}
 
     def eval_fn(params, key, batch):
@@ -124,24 +217,32 @@ def build(config: ConfigDict, info) -> ModelSpec:
         key_pre, _ = jax.random.split(key)
         x = eval_preprocess(key_pre, batch["image"], batch.get("index"))
         if num_masks == 1:
-            return {"exact": nll(params, x)}
+            return {"exact": nll(params, x, labels_of(batch))}
         # The ensemble's exact likelihood: log (1/M) sum_m p_m(x), one mask at a time.
-        per_mask = jax.lax.map(lambda i: -nll(params, x, i), jnp.arange(num_masks))  # [M, B]
+        per_mask = jax.lax.map(lambda i: -nll(params, x, None, i), jnp.arange(num_masks))  # [M, B]
         return {"exact": -(jax.nn.logsumexp(per_mask, axis=0) - math.log(num_masks))}
 
-    def init(key):
-        x = jnp.zeros((1, dim), jnp.float32)
-        masks = masks_for(0)
-        return module.init(key, x) if masks is None else module.init(key, x, masks)
+    def complete(params, key, x, observed, labels=None):
+        """Fills the unobserved pixels of preprocessed images `x` [B, H, W, C]
+        (`observed` bool, broadcastable to x) with draws from the model's conditionals
+        given everything before them; returns images in the `sample` range."""
+        num = x.shape[0]
+        if num_classes and labels is None:
+            labels = jnp.arange(num) % num_classes
+        canvas = jnp.round((x + 1.0) * 127.5) if eight_bit else x
+        canvas = canvas.reshape((num, dim)).astype(jnp.float32)
+        observed = jnp.broadcast_to(jnp.asarray(observed, bool), x.shape).reshape((num, dim))
+        out = ancestral_sample(key, lambda v: canvas_logits(params, v, labels), canvas, observed=observed,
+                               kind="categorical" if eight_bit else "bernoulli", order=sample_order,
+                               temperature=float(m.temperature))
+        out = out.reshape((num, *image_shape))
+        return out / 255.0 if eight_bit else out
 
     def sample(params, key, num, labels=None):
-        del labels
-        masks = masks_for(0)
-        order = None if masks is None else masks.order
-        x = ancestral_sample(key, lambda v: logits_fn(params, v, 0), jnp.zeros((num, dim), jnp.float32),
-                             order=order, temperature=float(m.temperature))
-        return x.reshape((num, *image_shape))
+        x = jnp.zeros((num, *image_shape), jnp.float32) - (1.0 if eight_bit else 0.0)
+        return complete(params, key, x, False, labels)
 
     stochastic = ("exact",) if config.data.eval_preprocess == "binarize_dynamic" else ()
     return ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=dim,
-                     stochastic=stochastic, nll_estimators=("exact",))
+                     stochastic=stochastic, nll_estimators=("exact",), num_classes=num_classes,
+                     complete=complete)

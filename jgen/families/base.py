@@ -5,7 +5,8 @@ training loop compiles them over the device mesh. Every later family (flows,
 autoregressive, diffusion, ...) plugs in by providing the same five pieces.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from jgen.typing import Array, Batch, LossFn, Params, PRNGKey
 
@@ -37,6 +38,13 @@ class ModelSpec(NamedTuple):
         all of them); the others go to `summarize`.
       summarize: `summarize({name: values over the split}) -> dict` for eval_fn
         outputs that are not NLL estimates (e.g. a codebook's perplexity).
+      data_init: `data_init(params, key, batch) -> params`, a data-dependent
+        initialisation (e.g. Glow's ActNorm) that the training loop applies to the
+        fresh `init(key)` params on the first training batch, before the optimizer
+        state is created; never on a resumed run. None: no data-dependent init.
+      complete: `complete(params, key, x, observed, labels=None) -> images`, for
+        models that can fill in the unobserved part of preprocessed images `x`
+        (autoregressive completion, e.g. the bottom half given the top half).
     """
 
     init: Callable[[PRNGKey], Params]
@@ -53,6 +61,8 @@ class ModelSpec(NamedTuple):
     post_update: Callable | None = None
     nll_estimators: tuple[str, ...] | None = None
     summarize: Callable[[dict], dict] | None = None
+    data_init: Callable[[Params, PRNGKey, Batch], Params] | None = None
+    complete: Callable | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -20,15 +20,19 @@ References:
   Salimans et al., "PixelCNN++", ICLR 2017 (discretized logistic mixture).
 """
 
-from typing import Callable, NamedTuple
-
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jgen.distributions import (bernoulli_logits_log_prob, diag_gaussian_log_prob,
-                                discretized_logistic_mixture_log_prob, discretized_logistic_mixture_sample)
+from jgen.distributions import (
+    bernoulli_logits_log_prob,
+    diag_gaussian_log_prob,
+    discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_sample,
+)
 
 
 class Likelihood(NamedTuple):
@@ -122,6 +126,24 @@ def dlogistic_mixture(num_mixtures: int, num_bins: int = 256) -> Likelihood:
         return (discretized_logistic_mixture_sample(key, logits, means, log_scales, num_bins=num_bins) + 1.0) / 2.0
 
     return Likelihood("dlogistic_mixture", 3 * k, _checked("dlogistic_mixture", 3 * k, log_prob), mean, sample)
+
+
+def dlogistic_mixture_value_log_probs(out: jax.Array, num_mixtures: int, num_bins: int = 256) -> jax.Array:
+    """log P(x_i = v) for every element i and every value v of the grid, under the
+    per-channel mixture of `dlogistic_mixture(num_mixtures, num_bins)` with
+    parameters `out` [B, H, W, C * 3K]: returns [B, H, W, C, num_bins].
+
+    Used to sample (or score all values of) one subpixel at a time: the result is a
+    categorical over the `num_bins` values, normalised by construction.
+    """
+    k = num_mixtures
+    p = _split(out, 3 * k)  # [B, H, W, C, 3K]
+    logits, means, log_scales = p[..., :k], jnp.tanh(p[..., k:2 * k]), jnp.maximum(p[..., 2 * k:], -7.0)
+    grid = jnp.linspace(-1.0, 1.0, num_bins, dtype=out.dtype)
+    values = jnp.broadcast_to(grid, p.shape[:-1] + (num_bins,))  # [B, H, W, C, V]
+    expand = lambda a: a[..., None, :]
+    return discretized_logistic_mixture_log_prob(values, expand(logits), expand(means), expand(log_scales),
+                                                 num_bins=num_bins, event_ndims=0)
 
 
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_learned", "dlogistic_mixture")

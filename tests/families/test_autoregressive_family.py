@@ -16,9 +16,11 @@ from jgen.config import base_config
 from jgen.families.autoregressive import build, model_config
 
 
-def _spec(shape, **model):
+def _spec(shape, num_classes=0, preprocess=None, **model):
     config = base_config(dataset="digits", model=model_config(**model))
-    info = types.SimpleNamespace(image_shape=shape, num_classes=0)
+    if preprocess:
+        config.data.preprocess = config.data.eval_preprocess = preprocess
+    info = types.SimpleNamespace(image_shape=shape, num_classes=num_classes)
     return build(config, info)
 
 
@@ -39,6 +41,10 @@ CASES = {
     "nade": {"architecture": "nade", "hidden": 5},
     "made": {"architecture": "made", "made_hidden": (12,)},
     "made_ensemble": {"architecture": "made", "made_hidden": (12, 12), "num_masks": 4, "order_agnostic": True},
+    "pixelcnn": {"architecture": "pixelcnn", "channels": 4, "num_layers": 1, "first_kernel_size": 3},
+    "gated_pixelcnn": {"architecture": "gated_pixelcnn", "channels": 4, "num_layers": 2, "first_kernel_size": 3},
+    "pixelcnn_conditional": {"architecture": "pixelcnn", "channels": 4, "num_layers": 1, "first_kernel_size": 3,
+                             "conditional": True, "num_classes": 3},
 }
 
 
@@ -47,9 +53,39 @@ def test_exact_nll_normalises_over_all_3x3_binary_images(name):
     spec = _spec((3, 3, 1), **CASES[name])
     params = _perturbed(spec.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
     images, _ = _all_images((3, 3, 1))
-    batch = {"image": images, "index": np.arange(len(images), dtype=np.int32)}
-    nll = np.asarray(jax.jit(spec.eval_fn)(params, jax.random.PRNGKey(2), batch)["exact"], np.float64)
+    totals = []
+    for label in range(max(spec.num_classes, 1)):
+        batch = {"image": images, "index": np.arange(len(images), dtype=np.int32),
+                 "label": np.full(len(images), label, np.int32)}
+        nll = np.asarray(jax.jit(spec.eval_fn)(params, jax.random.PRNGKey(2), batch)["exact"], np.float64)
+        np.testing.assert_allclose(np.exp(-nll).sum(), 1.0, atol=1e-4)
+        totals.append(nll)
+    if spec.num_classes:
+        assert np.max(np.abs(totals[0] - totals[1])) > 1e-3  # the label matters
+
+
+def test_pixelcnn_pp_normalises_over_all_256_squared_images_of_a_1x2_grayscale_image():
+    spec = _spec((1, 2, 1), preprocess="symmetric", architecture="pixelcnn_pp", channels=4, num_layers=1,
+                 num_mixtures=2)
+    params = _perturbed(spec.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), scale=0.3)
+    values = np.arange(256, dtype=np.uint8)
+    images = np.stack(np.meshgrid(values, values, indexing="ij"), -1).reshape(-1, 1, 2, 1)
+    nll = np.asarray(jax.jit(spec.eval_fn)(params, jax.random.PRNGKey(2), {"image": images})["exact"], np.float64)
     np.testing.assert_allclose(np.exp(-nll).sum(), 1.0, atol=1e-4)
+    # Sampling the second pixel given the first hits that conditional (chi-square on 8 coarse bins).
+    first = 100
+    rows = images[:, 0, 0, 0] == first
+    cond = np.exp(-nll[rows]) / np.exp(-nll[rows]).sum()
+    x = np.full((8000, 1, 2, 1), first / 127.5 - 1.0, np.float32)
+    observed = np.array([True, False]).reshape(1, 1, 2, 1)
+    draws = np.asarray(jax.jit(spec.complete)(params, jax.random.PRNGKey(3), x, observed))
+    assert np.all(np.round(draws[:, 0, 0, 0] * 255) == first)
+    got = np.round(draws[:, 0, 1, 0] * 255).astype(int)
+    counts = np.bincount(got // 32, minlength=8)
+    expected = np.array([cond[i * 32:(i + 1) * 32].sum() for i in range(8)]) * len(got)
+    keep = expected > 5
+    _, pval = stats.chisquare(counts[keep], expected[keep] * counts[keep].sum() / expected[keep].sum())
+    assert pval > 1e-3, (counts, expected)
 
 
 def test_made_ensemble_members_differ_and_training_draws_them():
@@ -90,3 +126,9 @@ def test_bad_configs_are_named():
         build(config, types.SimpleNamespace(image_shape=(2, 2, 1), num_classes=0))
     with pytest.raises(ValueError, match="num_masks must be >= 1"):
         _spec((2, 2, 1), architecture="made", num_masks=0)
+    with pytest.raises(ValueError, match="8-bit pixels on the \\[-1, 1\\] grid: set data.preprocess"):
+        _spec((2, 2, 1), architecture="pixelcnn_pp")
+    with pytest.raises(ValueError, match="needs a labelled dataset"):
+        _spec((2, 2, 1), architecture="pixelcnn", conditional=True)
+    with pytest.raises(ValueError, match="conditional=True is available for"):
+        _spec((2, 2, 1), num_classes=3, architecture="nade", conditional=True)

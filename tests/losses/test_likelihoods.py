@@ -226,3 +226,22 @@ def test_decoder_output_channels_are_checked():
             get_likelihood(name).log_prob(x, jnp.zeros((2, 4, 4, 3)))
     with _pytest.raises(ValueError, match="out_channels=6"):
         get_likelihood("dlogistic_mixture", num_mixtures=2).log_prob(x, jnp.zeros((2, 4, 4, 3)))
+
+
+def test_dlogistic_mixture_value_log_probs_normalise_and_match_the_likelihood():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jgen.losses.likelihoods import (
+        dlogistic_mixture,
+        dlogistic_mixture_value_log_probs,
+    )
+
+    out = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 2 * 15))
+    table = dlogistic_mixture_value_log_probs(out, 5)
+    assert table.shape == (2, 3, 3, 2, 256)
+    np.testing.assert_allclose(np.exp(np.asarray(table, np.float64)).sum(-1), 1.0, atol=1e-5)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 3, 3, 2)))
+    picked = jnp.take_along_axis(table, x[..., None], -1)[..., 0].reshape(2, -1).sum(1)
+    np.testing.assert_allclose(picked, dlogistic_mixture(5).log_prob(x / 127.5 - 1.0, out), rtol=1e-5)
