@@ -16,8 +16,13 @@ one compiled loop.
   a discretized logistic mixture per subpixel and channel-wise coupling of the
   means; data.preprocess must be "symmetric" (pixels on the 256-value grid in
   [-1, 1]); the exact NLL is over the 256 discrete values.
+- "transformer": a decoder-only causal transformer over the flattened pixels as
+  tokens (ImageGPT-style): binary tokens for binarized data, 256 levels for
+  data.preprocess="symmetric"; a beginning-of-sequence token starts every
+  sequence so the first pixel is modelled too; sampling uses the KV cache
+  (`model.kv_cache`).
 
-`model.conditional=True` makes "pixelcnn", "gated_pixelcnn" and "pixelcnn_pp"
+`model.conditional=True` makes "pixelcnn", "gated_pixelcnn", "pixelcnn_pp" and "transformer"
 class-conditional (a label bias in every layer); `jgen sample --label k` then
 draws class k.
 
@@ -35,11 +40,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ml_collections import ConfigDict
 
 from jgen.data import get_preprocess
 from jgen.families.base import ModelSpec, check_image_batch
-from jgen.losses.autoregressive import bernoulli_autoregressive_log_prob
+from jgen.losses.autoregressive import (
+    bernoulli_autoregressive_log_prob,
+    categorical_autoregressive_log_prob,
+)
 from jgen.losses.elbo import masked_mean
 from jgen.losses.likelihoods import dlogistic_mixture_value_log_probs
 from jgen.models.autoregressive import MADE, made_masks
@@ -50,10 +59,12 @@ from jgen.models.autoregressive.pixelcnn_pp import (
     channel_coupled_mixture_params,
     pixelcnn_pp_log_prob,
 )
+from jgen.models.autoregressive.transformer import CausalTransformer
 from jgen.samplers.ancestral import ancestral_sample
+from jgen.samplers.kv_cache import DecodeFns, sample_transformer, transformer_decode_fns
 
-ARCHITECTURES = ("fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelcnn_pp")
-CONDITIONAL_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp")
+ARCHITECTURES = ("fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "transformer")
+CONDITIONAL_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "transformer")
 BINARY_PREPROCESSES = ("binarize_dynamic", "binarize_static")
 
 
@@ -73,7 +84,10 @@ def model_config(**overrides) -> ConfigDict:
     c.kernel_size = 3  # pixelcnn / gated_pixelcnn: kernel of the type-B convolutions
     c.first_kernel_size = 7  # pixelcnn / gated_pixelcnn: kernel of the type-A first layer
     c.num_mixtures = 5  # pixelcnn_pp: logistic components per subpixel
-    c.conditional = False  # pixelcnn*: condition on the class label
+    c.d_model = 128  # transformer: width
+    c.num_heads = 4  # transformer: attention heads
+    c.kv_cache = True  # transformer: sample with the key-value cache (False: recompute the prefix)
+    c.conditional = False  # pixelcnn* / transformer: condition on the class label
     c.temperature = 1.0  # sampling temperature on the logits
     for k, v in overrides.items():
         c[k] = v
@@ -138,7 +152,10 @@ def build(config: ConfigDict, info) -> ModelSpec:
     if m.architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown model.architecture={m.architecture!r} for the autoregressive family; "
                          f"known: {', '.join(ARCHITECTURES)}.")
-    eight_bit = m.architecture == "pixelcnn_pp"
+    if m.architecture == "transformer":
+        eight_bit = config.data.preprocess == "symmetric"
+    else:
+        eight_bit = m.architecture == "pixelcnn_pp"
     allowed = ("symmetric",) if eight_bit else BINARY_PREPROCESSES
     for key in ("preprocess", "eval_preprocess"):
         if config.data[key] not in allowed:
@@ -178,6 +195,51 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
         masks0 = masks_for(0)
         sample_order = None if masks0 is None else masks0.order
+    elif m.architecture == "transformer":
+        levels = 256 if eight_bit else 2
+        bos = levels  # the beginning-of-sequence token
+        module = CausalTransformer(vocab_size=levels + 1, max_len=dim + 1, d_model=int(m.d_model),
+                                   num_heads=int(m.num_heads), num_layers=int(m.num_layers),
+                                   num_classes=num_classes)
+        sample_order = None
+
+        def to_tokens(x):
+            x = x.reshape((x.shape[0], -1))
+            return jnp.round((x + 1.0) * 127.5).astype(jnp.int32) if eight_bit else x.astype(jnp.int32)
+
+        def nll(params, x, labels=None, mask_index=0):
+            tokens = to_tokens(x)
+            inputs = jnp.concatenate([jnp.full((tokens.shape[0], 1), bos, jnp.int32), tokens[:, :-1]], axis=1)
+            logits = module.apply(params, inputs, labels)[..., :levels]  # the BOS is never a target
+            return -categorical_autoregressive_log_prob(logits, tokens)
+
+        def init(key):
+            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+            return module.init(key, jnp.zeros((1, dim), jnp.int32), labels)
+
+        def complete(params, key, x, observed, labels=None):
+            """Samples the pixels after the observed raster-order prefix (e.g. the
+            bottom half given the top half) with the KV cache."""
+            num = x.shape[0]
+            if num_classes and labels is None:
+                labels = jnp.arange(num) % num_classes
+            mask = np.broadcast_to(np.asarray(observed, bool), x.shape).reshape((num, dim))
+            prefix = int(mask[0].sum())
+            if not (mask[:, :prefix].all() and not mask[:, prefix:].any()):
+                raise ValueError("The transformer completes a raster-order prefix (e.g. the top rows); "
+                                 "`observed` must be True on the first P pixels of every image and False after.")
+            full = transformer_decode_fns(module, params, label=labels)
+
+            def extend_fn(tokens, cache):  # the BOS is never drawn: keep the data levels only
+                logits, cache = full.extend_fn(tokens, cache)
+                return logits[..., :levels], cache
+
+            fns = DecodeFns(lambda t: full.logits_fn(t)[..., :levels], full.init_cache, extend_fn)
+            prompt = jnp.concatenate([jnp.full((num, 1), bos, jnp.int32), to_tokens(x)[:, :prefix]], axis=1)
+            tokens = sample_transformer(key, fns, prompt, dim - prefix, temperature=float(m.temperature),
+                                        use_cache=bool(m.kv_cache))[:, 1:]
+            out = tokens.reshape((num, *image_shape)).astype(jnp.float32)
+            return out / 255.0 if eight_bit else out
     else:
         module, raw_fn = _image_network(m, image_shape, num_classes)
         sample_order = None
@@ -222,7 +284,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
         per_mask = jax.lax.map(lambda i: -nll(params, x, None, i), jnp.arange(num_masks))  # [M, B]
         return {"exact": -(jax.nn.logsumexp(per_mask, axis=0) - math.log(num_masks))}
 
-    def complete(params, key, x, observed, labels=None):
+    def ancestral_complete(params, key, x, observed, labels=None):
         """Fills the unobserved pixels of preprocessed images `x` [B, H, W, C]
         (`observed` bool, broadcastable to x) with draws from the model's conditionals
         given everything before them; returns images in the `sample` range."""
@@ -237,6 +299,9 @@ def build(config: ConfigDict, info) -> ModelSpec:
                                temperature=float(m.temperature))
         out = out.reshape((num, *image_shape))
         return out / 255.0 if eight_bit else out
+
+    if m.architecture != "transformer":
+        complete = ancestral_complete
 
     def sample(params, key, num, labels=None):
         x = jnp.zeros((num, *image_shape), jnp.float32) - (1.0 if eight_bit else 0.0)

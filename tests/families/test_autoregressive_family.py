@@ -45,6 +45,9 @@ CASES = {
     "gated_pixelcnn": {"architecture": "gated_pixelcnn", "channels": 4, "num_layers": 2, "first_kernel_size": 3},
     "pixelcnn_conditional": {"architecture": "pixelcnn", "channels": 4, "num_layers": 1, "first_kernel_size": 3,
                              "conditional": True, "num_classes": 3},
+    "transformer": {"architecture": "transformer", "d_model": 16, "num_heads": 2, "num_layers": 1},
+    "transformer_conditional": {"architecture": "transformer", "d_model": 16, "num_heads": 2, "num_layers": 1,
+                                "conditional": True, "num_classes": 2},
 }
 
 
@@ -132,3 +135,27 @@ def test_bad_configs_are_named():
         _spec((2, 2, 1), architecture="pixelcnn", conditional=True)
     with pytest.raises(ValueError, match="conditional=True is available for"):
         _spec((2, 2, 1), num_classes=3, architecture="nade", conditional=True)
+
+
+def test_transformer_completion_matches_the_enumerated_conditional_with_and_without_cache():
+    model = {"architecture": "transformer", "d_model": 16, "num_heads": 2, "num_layers": 1}
+    spec = _spec((2, 2, 1), **model)
+    params = _perturbed(spec.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), scale=0.5)
+    images, bits = _all_images((2, 2, 1))
+    batch = {"image": images, "index": np.arange(16, dtype=np.int32)}
+    nll = np.asarray(spec.eval_fn(params, jax.random.PRNGKey(2), batch)["exact"], np.float64)
+    rows = (bits[:, 0] == 1) & (bits[:, 1] == 0)  # observed top row: 1, 0
+    cond = np.exp(-nll[rows]) / np.exp(-nll[rows]).sum()
+    x = np.zeros((8000, 2, 2, 1), np.float32)
+    x[:, 0, 0, 0] = 1.0
+    observed = np.array([[True, True], [False, False]]).reshape(1, 2, 2, 1)
+    draws = np.asarray(spec.complete(params, jax.random.PRNGKey(3), x, observed)).reshape(-1, 4).astype(int)
+    assert np.all(draws[:, :2] == [1, 0])
+    counts = np.bincount(draws[:, 2] * 2 + draws[:, 3], minlength=4)
+    _, pval = stats.chisquare(counts, len(draws) * cond)
+    assert pval > 1e-3, (counts, cond)
+    uncached = _spec((2, 2, 1), kv_cache=False, **model)
+    np.testing.assert_array_equal(
+        np.asarray(uncached.complete(params, jax.random.PRNGKey(3), x[:64], observed)).reshape(-1, 4), draws[:64])
+    with pytest.raises(ValueError, match="raster-order prefix"):
+        spec.complete(params, jax.random.PRNGKey(3), x[:4], np.array([[False, True], [False, False]]).reshape(1, 2, 2, 1))
