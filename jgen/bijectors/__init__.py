@@ -7,7 +7,9 @@ the sampling direction (base -> data). `Chain([f1, f2])` applies `f1` first.
 """
 
 from jgen.bijectors.actnorm import ActNorm, actnorm_init
+from jgen.bijectors.autoregressive import IAF, MAF, SplineIAF, SplineMAF
 from jgen.bijectors.base import Bijector, Chain, Inverse
+from jgen.bijectors.cnf import CNFSolution, CNFStats, ContinuousFlow, cnf_stats
 from jgen.bijectors.conv1x1 import Conv1x1LU, conv1x1_init
 from jgen.bijectors.coupling import (
     MaskedCoupling,
@@ -16,6 +18,7 @@ from jgen.bijectors.coupling import (
     half_mask,
 )
 from jgen.bijectors.elementwise import Affine, Exp, Sigmoid, Tanh
+from jgen.bijectors.multiscale import FactorOut, Flattened
 from jgen.bijectors.permute import Permute, Reverse
 from jgen.bijectors.reshape import Squeeze
 from jgen.bijectors.spline import RationalQuadraticSpline, SplineCoupling
@@ -26,12 +29,19 @@ from jgen.bijectors.transformed import (
 )
 
 __all__ = [
+    "IAF",
+    "MAF",
     "ActNorm",
     "Affine",
     "Bijector",
+    "CNFSolution",
+    "CNFStats",
     "Chain",
+    "ContinuousFlow",
     "Conv1x1LU",
     "Exp",
+    "FactorOut",
+    "Flattened",
     "Inverse",
     "MaskedCoupling",
     "Permute",
@@ -39,11 +49,14 @@ __all__ = [
     "Reverse",
     "Sigmoid",
     "SplineCoupling",
+    "SplineIAF",
+    "SplineMAF",
     "Squeeze",
     "Tanh",
     "actnorm_init",
     "channel_mask",
     "checkerboard_mask",
+    "cnf_stats",
     "conv1x1_init",
     "flow_log_prob",
     "flow_sample",

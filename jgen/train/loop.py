@@ -66,16 +66,20 @@ def abstract_state(run: Run):
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def _init_state(run: Run, key) -> TrainState:
+def _init_state(run: Run, key, batch=None) -> TrainState:
     init_key, state_key = jax.random.split(key)
     params = run.spec.init(init_key)
+    if batch is not None and run.spec.data_init is not None:
+        # Data-dependent init (e.g. ActNorm) before the optimizer state exists.
+        params = run.spec.data_init(params, jax.random.fold_in(key, 2), batch)
     extra = run.spec.init_extra(params) if run.spec.init_extra is not None else None
     return create_train_state(params, run.optimizer, state_key, extra)
 
 
-def init_state(run: Run) -> TrainState:
+def init_state(run: Run, batch=None) -> TrainState:
+    """The fresh train state; `batch` (the first training batch) feeds `spec.data_init`."""
     key = jax.random.PRNGKey(run.config.seed)
-    return jax.jit(lambda k: _init_state(run, k), out_shardings=replicated(run.mesh))(key)
+    return jax.jit(lambda k, b: _init_state(run, k, b), out_shardings=replicated(run.mesh))(key, batch)
 
 
 def eval_params(state: TrainState, config: ConfigDict):
@@ -150,7 +154,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = Tru
     """Trains `config` in `workdir`, resuming from its checkpoints if any.
 
     Leaves in the workdir: config.json, checkpoints/, metrics.jsonl,
-    loss_curve.png and samples.png. Returns the final state.
+    loss_curve.png and samples.png. Returns the final state. A fresh run
+    (no checkpoint) applies the spec's `data_init`, if any, to the first batch.
 
     Raises:
       NonFiniteError: a loss term or gradient became NaN/inf (the message names
@@ -203,7 +208,13 @@ def _restore_or_init(run: Run, ckpt: Checkpointer, iterator, logger) -> tuple[Tr
         )
     if restored is None:
         logger.start(0)
-        return init_state(run), 0
+        first_batch = None
+        if run.spec.data_init is not None:
+            # A fresh run with a data-dependent init peeks at the first training batch
+            # (then rewinds, so training still starts with it). Resumed runs skip this.
+            first_batch = next(iterator)
+            iterator.seek(0)
+        return init_state(run, first_batch), 0
     step, state, data_state = restored
     iterator.set_state(data_state)
     logger.start(step)

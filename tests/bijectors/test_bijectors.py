@@ -223,6 +223,102 @@ BIJECTORS = {
     ),
 }
 
+# --- Autoregressive flows (jgen.bijectors.autoregressive): MAF / IAF, affine and
+# rational-quadratic spline, each on a small random MADE with a non-identity order.
+from jgen.bijectors import IAF, MAF, SplineIAF, SplineMAF
+from jgen.models.autoregressive import MADE, made_masks
+
+
+def made_test_conditioner(key, dim, num_params, hidden=(8,)):
+    """A fixed random MADE as an autoregressive conditioner x [B, D] -> [B, D, P]:
+    random order and degrees, all params (biases too) N(0, 0.5^2), cast to x's dtype
+    so the same function serves the x64 tests."""
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    order = jnp.asarray(rng.permutation(dim))
+    masks = made_masks(jax.random.fold_in(key, 1), dim, hidden, order=order)
+    made = MADE(hidden, dim, num_params, activation=jnp.tanh)
+    shapes = jax.eval_shape(made.init, key, jnp.zeros((1, dim)), masks)
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape), shapes)
+
+    def conditioner(x):
+        return made.apply(jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params), x, masks)
+
+    return conditioner
+
+
+BIJECTORS.update({
+    "maf_affine": (lambda k: MAF(made_test_conditioner(k, 5, 2)), (5,)),
+    "iaf_affine_unbounded": (
+        lambda k: IAF(made_test_conditioner(k, 4, 2), log_scale_bound=None), (4,)),
+    # bound=2 so that some of the normal inputs land in the identity tails.
+    "maf_spline": (lambda k: SplineMAF(made_test_conditioner(k, 4, 3 * 4 - 1), bound=2.0), (4,)),
+    "iaf_spline": (lambda k: SplineIAF(made_test_conditioner(k, 5, 3 * 3 - 1), bound=2.0), (5,)),
+})
+
+# --- Multi-scale architectures (jgen.bijectors.multiscale): a two-level Real NVP/Glow
+# style FactorOut recursion on [4, 4, 1], and an image flow seen on flat vectors.
+from jgen.bijectors import FactorOut, Flattened
+
+
+def _two_level_multiscale(k):
+    """squeeze -> [2, 2, 4] -> (factor out 2 channels; the kept 2 are squeezed to
+    [1, 1, 8] and coupled) -> 1x1 conv and coupling on [2, 2, 4] -> unsqueeze."""
+    inner = Chain([
+        Squeeze(),
+        MaskedCoupling(channel_mask((1, 1, 8)), mlp_conditioner(jax.random.fold_in(k, 1), (1, 1, 8))),
+        Inverse(Squeeze()),
+    ])
+    return Chain([
+        Squeeze(),
+        FactorOut(inner, num_kept=2),
+        random_conv1x1(jax.random.fold_in(k, 2), 4),
+        MaskedCoupling(channel_mask((2, 2, 4), flip=True),
+                       mlp_conditioner(jax.random.fold_in(k, 3), (2, 2, 4), scale=2.0)),
+        Inverse(Squeeze()),
+    ])
+
+
+BIJECTORS.update({
+    "factor_out_two_level": (_two_level_multiscale, (4, 4, 1)),
+    "flattened_image_flow": (
+        lambda k: Flattened(
+            Chain([MaskedCoupling(checkerboard_mask((2, 2, 2)), mlp_conditioner(k, (2, 2, 2))),
+                   random_conv1x1(jax.random.fold_in(k, 1), 2)]),
+            (2, 2, 2)),
+        (8,),
+    ),
+})
+
+# --- Continuous normalizing flow (jgen.bijectors.cnf): the ODE flow of a random
+# time-dependent tanh MLP field, solved on device by diffrax. Fixed steps of an
+# 8th-order solver: accurate to ~1e-12 here (so invertible and matching the Jacobian of
+# the discretised map), the same in float32, and cheaper to reverse-differentiate.
+from jgen.bijectors import ContinuousFlow
+
+
+def cnf_test_field(key, dim, hidden=8):
+    """A fixed random row-wise field f(t, z) = tanh(z W1 + t c + b1) W2 + b2."""
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    w1, c, b1 = rng.normal(size=(dim, hidden)) / np.sqrt(dim), rng.normal(size=(1, hidden)), \
+        rng.normal(size=(hidden,))
+    w2, b2 = 1.5 * rng.normal(size=(hidden, dim)) / np.sqrt(hidden), 0.3 * rng.normal(size=(dim,))
+
+    def vector_field(t, z):
+        cast = lambda a: jnp.asarray(a, z.dtype)
+        h = jnp.tanh(z @ cast(w1) + t * cast(c) + cast(b1)[None])
+        return h @ cast(w2) + cast(b2)[None]
+
+    return vector_field
+
+
+BIJECTORS.update({
+    "cnf_fixed_step": (
+        lambda k: ContinuousFlow(cnf_test_field(k, 3), t0=0.2, t1=1.1, solver="dopri8",
+                                 adaptive=False, num_steps=10),
+        (3,),
+    ),
+})
+
 # Bijectors whose input domain is not all of R^n: map a normal draw into it.
 _DOMAIN = {"inverse_sigmoid": jax.nn.sigmoid}
 
