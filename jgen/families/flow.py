@@ -27,6 +27,26 @@ the one the likelihood uses):
   factor out half of the channels (not after the last level)]. Samples are drawn at
   `model.temperature` (base samples scaled by it; 1 = the model's own distribution).
 
+- "maf", "iaf", "spline_maf" (Papamakarios et al. 2017; Kingma et al. 2016; Durkan
+  et al. 2019): on the flattened image, `num_layers` autoregressive layers whose
+  conditioners are MADEs (`hidden` widths), with `Reverse` between layers so the
+  orderings alternate. MAF and the spline MAF evaluate the density in one pass
+  and sample in D passes; IAF is the other way round, so training an IAF by
+  maximum likelihood costs D network passes per step (it is here for
+  completeness and for small D; use it as a variational posterior or sampler).
+
+Options on top of any architecture:
+
+- `model.conditional=True` ("coupling_mlp", "maf", "spline_maf"): a class-conditional
+  flow p(x | y); the label enters every conditioner (a learned embedding for the
+  couplings, a one-hot context for the MADEs), and `jgen sample --label k` draws
+  class k.
+- `model.dequantization="variational"` (Flow++): the uniform noise is replaced by a
+  learned conditional flow q(u | x) (`dequant_layers` couplings of `dequant_hidden`
+  MLPs, conditioned on the image), trained jointly; the NLL reported is the
+  variational bound -log p((x + u)/256) + log q(u | x) + D log 256, a bound on the
+  discrete NLL, next to the uniform-dequantization bound of the same model.
+
 RealNVP and Glow use ResNet conditioners (`jgen.models.flows.ConvConditioners`;
 `width` channels, `num_blocks` residual blocks, the last conv zero-initialised so every
 coupling starts as the identity), and their multi-scale structure is one nested
@@ -61,6 +81,8 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from jgen.bijectors import (
+    IAF,
+    MAF,
     ActNorm,
     Affine,
     Bijector,
@@ -71,11 +93,13 @@ from jgen.bijectors import (
     MaskedCoupling,
     Reverse,
     Sigmoid,
+    SplineMAF,
     Squeeze,
     actnorm_init,
     channel_mask,
     checkerboard_mask,
     conv1x1_init,
+    flow_log_prob,
     flow_sample,
     half_mask,
 )
@@ -83,10 +107,15 @@ from jgen.bijectors.base import bijector_dataclass, check_input, static_field
 from jgen.data import get_preprocess
 from jgen.distributions import standard_normal_log_prob
 from jgen.families.base import ModelSpec, check_image_batch
-from jgen.losses.elbo import preprocessed_input
-from jgen.losses.flow import make_flow_nll_loss
+from jgen.losses.elbo import masked_mean, preprocessed_input
+from jgen.losses.flow import make_variational_dequantizer
 from jgen.metrics.likelihood import DEQUANTIZING_PREPROCESSES, dequantization_offset
+from jgen.models.autoregressive import MADE, made_conditioner, made_masks
 from jgen.models.flows import ConvConditioners, CouplingMLPs
+from jgen.models.flows.conditional import (
+    ConditionalCouplingMLPs,
+    make_conditional_coupling_flow,
+)
 from jgen.typing import Array, Params, PRNGKey
 
 
@@ -103,6 +132,12 @@ def model_config(**overrides) -> ConfigDict:
     c.num_blocks = 2  # realnvp, glow: residual blocks per conditioner (0: Glow's own net)
     c.log_scale_bound = 3.0  # soft clamp of each coupling's log-scale
     c.alpha = 1e-3  # logit trick: y -> logit(alpha + (1 - 2 alpha) y)
+    c.num_bins = 8  # spline_maf: spline bins K
+    c.spline_bound = 8.0  # spline_maf: the spline acts on [-B, B] (identity outside; logit space)
+    c.conditional = False  # coupling_mlp, maf, spline_maf: condition on the class label
+    c.dequantization = "uniform"  # "uniform" | "variational" (Flow++)
+    c.dequant_layers = 4  # variational dequantization: couplings of q(u | x)
+    c.dequant_hidden = (256,)  # variational dequantization: their MLP widths
     c.temperature = 1.0  # sampling: base samples scaled by this (Glow's temperature)
     for k, v in overrides.items():
         c[k] = v
@@ -115,7 +150,8 @@ class FlowModel(NamedTuple):
     Attributes:
       init: `init(key) -> params`.
       flow_fn: `flow_fn(params) -> bijector` on flattened data [B, D] (base -> data in
-        (0, 1)^D), built inside the loss so the parameters are traced.
+        (0, 1)^D), built inside the loss so the parameters are traced; a conditional
+        model's is `flow_fn(params, labels)` (int [B]).
       data_init: `data_init(params, y) -> params` given a dequantized batch y [B, D] in
         [0, 1]: the data-dependent initialisation of the ActNorms; None if there are none.
     """
@@ -429,21 +465,70 @@ def _glow_model(m: ConfigDict, image_shape: tuple, *, seed: int) -> FlowModel:
     return _image_flow_model(m, image_shape, arch, seed=seed)
 
 
+def _conditional_coupling_mlp_model(m: ConfigDict, image_shape: tuple, *, seed: int,
+                                    num_classes: int) -> FlowModel:
+    dim = math.prod(image_shape)
+    nets = ConditionalCouplingMLPs(m.num_layers, tuple(m.hidden), dim, num_classes=num_classes)
+    flow_fn = make_conditional_coupling_flow(nets, log_scale_bound=m.log_scale_bound,
+                                             final=_logit_trick(float(m.alpha), dim))
+    return FlowModel(init=lambda key: nets.init(key, jnp.zeros((1, dim), jnp.float32), jnp.zeros((1,), jnp.int32)),
+                     flow_fn=flow_fn)
+
+
+def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_classes: int = 0) -> FlowModel:
+    """MAF / IAF / spline MAF on the flattened image (MADE conditioners)."""
+    dim = math.prod(image_shape)
+    hidden = tuple(int(h) for h in m.hidden)
+    spline = m.architecture == "spline_maf"
+    num_params = 3 * int(m.num_bins) - 1 if spline else 2
+    made = MADE(hidden=hidden, dim=dim, num_params=num_params, zero_init_output=True)
+    # One connectivity for every layer (natural order, deterministic degrees); the
+    # Reverse between layers alternates the ordering.
+    masks = made_masks(None, dim, hidden, conditional=bool(num_classes))
+
+    def layer(conditioner):
+        if spline:
+            return SplineMAF(conditioner, bound=float(m.spline_bound))
+        cls = MAF if m.architecture == "maf" else IAF
+        return cls(conditioner, log_scale_bound=m.log_scale_bound)
+
+    def flow_fn(params, labels=None):
+        context = jax.nn.one_hot(labels, num_classes) if num_classes else None
+        layers = []
+        for i in range(int(m.num_layers)):
+            layers += [layer(made_conditioner(made, params[f"made_{i}"], masks, context=context)), Reverse()]
+        return Chain(layers + _logit_trick(float(m.alpha), dim))
+
+    def init(key):
+        x = jnp.zeros((1, dim), jnp.float32)
+        context = jnp.zeros((1, num_classes), jnp.float32) if num_classes else None
+        keys = jax.random.split(key, int(m.num_layers))
+        return {f"made_{i}": made.init(k, x, masks, context) for i, k in enumerate(keys)}
+
+    return FlowModel(init=init, flow_fn=flow_fn)
+
+
+CONDITIONAL_ARCHITECTURES = ("coupling_mlp", "maf", "spline_maf")
+
 ARCHITECTURES = {
     "coupling_mlp": _coupling_mlp_model,
+    "maf": _autoregressive_model,
+    "iaf": _autoregressive_model,
+    "spline_maf": _autoregressive_model,
     "nice": _nice_model,
     "realnvp": _realnvp_model,
     "glow": _glow_model,
 }
 
 
-def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0) -> FlowModel:
+def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0, num_classes: int = 0) -> FlowModel:
     """The `FlowModel` of a `config.model` for images of `image_shape` (H, W, C).
 
     Args:
       model: the `config.model` section (missing keys take `model_config()`'s defaults).
       image_shape: (H, W, C) of the data.
       seed: fixes the static structure (1x1-convolution permutations) of "glow".
+      num_classes: > 0 builds the class-conditional model (`flow_fn(params, labels)`).
 
     Raises:
       ValueError: an unknown `model.architecture`, or levels that do not fit the image.
@@ -454,7 +539,15 @@ def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0) -> FlowMod
             f"Unknown model.architecture={m.architecture!r} for the flow family; known: "
             f"{', '.join(sorted(ARCHITECTURES))} (e.g. --config.model.architecture=glow)."
         )
-    return ARCHITECTURES[m.architecture](m, tuple(int(s) for s in image_shape), seed=int(seed))
+    shape = tuple(int(s) for s in image_shape)
+    if num_classes:
+        if m.architecture not in CONDITIONAL_ARCHITECTURES:
+            raise ValueError(f"model.conditional=True is available for architectures {CONDITIONAL_ARCHITECTURES}; "
+                             f"got {m.architecture!r}.")
+        if m.architecture == "coupling_mlp":
+            return _conditional_coupling_mlp_model(m, shape, seed=int(seed), num_classes=num_classes)
+        return _autoregressive_model(m, shape, seed=int(seed), num_classes=num_classes)
+    return ARCHITECTURES[m.architecture](m, shape, seed=int(seed))
 
 
 def build(config: ConfigDict, info) -> ModelSpec:
@@ -465,40 +558,81 @@ def build(config: ConfigDict, info) -> ModelSpec:
                 f"The flow family models a density of dequantized pixels: set data.{key}="
                 f"'dequantize_uniform' (got {config.data[key]!r})."
             )
+    if m.dequantization not in ("uniform", "variational"):
+        raise ValueError(f"Unknown model.dequantization={m.dequantization!r}; use 'uniform' or 'variational'.")
+    variational = m.dequantization == "variational"
+    num_classes = int(info.num_classes) if m.get("conditional", False) else 0
+    if m.get("conditional", False) and not num_classes:
+        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
     image_shape = tuple(info.image_shape)
     dim = math.prod(image_shape)
-    flow_model = make_flow_model(m, image_shape, seed=config.get("seed", 0))
-    flow_fn = flow_model.flow_fn
+    flow_model = make_flow_model(m, image_shape, seed=config.get("seed", 0), num_classes=num_classes)
+    preprocess = get_preprocess(config.data.preprocess)
+    eval_preprocess = get_preprocess(config.data.eval_preprocess)
+    train_offset = dequantization_offset(config.data.preprocess, dim)
+    eval_offset = dequantization_offset(config.data.eval_preprocess, dim)
 
-    loss_core = make_flow_nll_loss(flow_fn, standard_normal_log_prob,
-                                   preprocess=get_preprocess(config.data.preprocess),
-                                   nll_offset=dequantization_offset(config.data.preprocess, dim))
-    eval_core = make_flow_nll_loss(flow_fn, standard_normal_log_prob,
-                                   preprocess=get_preprocess(config.data.eval_preprocess),
-                                   nll_offset=dequantization_offset(config.data.eval_preprocess, dim))
+    if variational:
+        deq_nets = ConditionalCouplingMLPs(int(m.dequant_layers), tuple(m.dequant_hidden), dim,
+                                           context_features=64)
+        dequantize = make_variational_dequantizer(make_conditional_coupling_flow(deq_nets))
+
+    def flow_params(params):
+        return params["flow"] if variational else params
+
+    def bijector(params, batch):
+        if num_classes:
+            return flow_model.flow_fn(flow_params(params), jnp.asarray(batch["label"], jnp.int32))
+        return flow_model.flow_fn(flow_params(params))
+
+    def uniform_nll(params, key, batch, pre, offset):
+        y, _ = preprocessed_input(pre, key, batch)
+        return -flow_log_prob(bijector(params, batch), standard_normal_log_prob, y.reshape((y.shape[0], dim))) + offset
+
+    def variational_nll(params, key, batch):
+        x = jnp.asarray(batch["image"], jnp.float32)
+        u, log_q = dequantize(params["dequantizer"], key, x)
+        y = ((x + u) / 256.0).reshape((x.shape[0], dim))
+        return -flow_log_prob(bijector(params, batch), standard_normal_log_prob, y) + log_q + dim * math.log(256.0)
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow loss")
-        return loss_core(params, key, batch)
+        nll = variational_nll(params, key, batch) if variational else uniform_nll(
+            params, key, batch, preprocess, train_offset)
+        return masked_mean(nll, batch.get("mask")), {"nll": nll}
 
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow evaluator")
-        _, aux = eval_core(params, key, batch)
-        return {"exact (uniform dequantization)": aux["nll"]}
+        k1, k2 = jax.random.split(key)
+        out = {"exact (uniform dequantization)": uniform_nll(params, k1, batch, eval_preprocess, eval_offset)}
+        if variational:
+            out["variational dequantization bound"] = variational_nll(params, k2, batch)
+        return out
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        params = flow_model.init(k1)
+        if not variational:
+            return params
+        return {"flow": params, "dequantizer": deq_nets.init(k2, jnp.zeros((1, dim)), jnp.zeros((1, dim)))}
 
     def sample(params, key, num, labels=None):
-        y = flow_sample(flow_fn(params), lambda k, n: m.temperature * jax.random.normal(k, (n, dim)), key, num)
+        if num_classes and labels is None:
+            labels = jnp.arange(num) % num_classes
+        batch = {"label": labels} if num_classes else {}
+        y = flow_sample(bijector(params, batch), lambda k, n: m.temperature * jax.random.normal(k, (n, dim)), key, num)
         return jnp.clip(y, 0.0, 1.0).reshape((num, *image_shape))
 
     data_init = None
     if flow_model.data_init is not None:
-        preprocess = get_preprocess(config.data.preprocess)
 
         def data_init(params, key, batch):
             """ActNorms set from `batch`, dequantized as in training (`key`)."""
             check_image_batch(batch, image_shape, who="The flow's data-dependent init")
             y, _ = preprocessed_input(preprocess, key, batch)
-            return flow_model.data_init(params, y.reshape((y.shape[0], dim)))
+            flow = flow_model.data_init(flow_params(params), y.reshape((y.shape[0], dim)))
+            return {**params, "flow": flow} if variational else flow
 
-    return ModelSpec(init=flow_model.init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=dim,
-                     stochastic=("exact (uniform dequantization)",), data_init=data_init)
+    estimators = ("exact (uniform dequantization)",) + (("variational dequantization bound",) if variational else ())
+    return ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=dim,
+                     stochastic=estimators, data_init=data_init, num_classes=num_classes)
