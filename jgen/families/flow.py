@@ -603,10 +603,9 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow evaluator")
-        k1, k2 = jax.random.split(key)
-        out = {"exact (uniform dequantization)": uniform_nll(params, k1, batch, eval_preprocess, eval_offset)}
+        out = {"exact (uniform dequantization)": uniform_nll(params, key, batch, eval_preprocess, eval_offset)}
         if variational:
-            out["variational dequantization bound"] = variational_nll(params, k2, batch)
+            out["variational dequantization bound"] = variational_nll(params, jax.random.fold_in(key, 1), batch)
         return out
 
     def init(key):
