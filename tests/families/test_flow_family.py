@@ -223,8 +223,8 @@ def test_data_init_standardises_every_actnorm_on_the_first_batch(arch):
 
 
 def test_bad_architecture_configs_are_named():
-    with pytest.raises(ValueError, match=r"model.architecture='maf'.*coupling_mlp, glow, nice, realnvp"):
-        build_model(apply_overrides(load_config(CONFIG), ["model.architecture=maf"]), IMAGE_INFO)
+    with pytest.raises(ValueError, match=r"model.architecture='pixelflow'.*coupling_mlp, glow, iaf, maf, nice, realnvp"):
+        build_model(apply_overrides(load_config(CONFIG), ["model.architecture=pixelflow"]), IMAGE_INFO)
     mnist = DatasetInfo(image_shape=(28, 28, 1), num_classes=10, num_examples={"train": 8})
     with pytest.raises(ValueError, match=r"num_levels=3 with architecture='glow'.*2\*\*3 = 8; the images "
                                          r"are 28x28. Lower model.num_levels so that at most 2"):
