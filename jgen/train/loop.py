@@ -285,7 +285,8 @@ def _checked_rows(first: int, metrics, steps_per_call: int, ckpt: Checkpointer) 
 
 class _Logger:
     """Averages step metrics between log points; writes metrics.jsonl, the progress
-    bar and (every train.eval_every steps) a quick ELBO-only evaluation."""
+    bar and (every train.eval_every steps) a quick evaluation: the ELBO alone for
+    latent-variable models, the family's first NLL estimate otherwise."""
 
     def __init__(self, run: Run, workdir: str, *, progress: bool):
         self.run = run
@@ -319,13 +320,14 @@ class _Logger:
                    examples_per_sec=self._steps * config.train.batch_size / elapsed)
         eval_every = int(config.train.get("eval_every", 0))
         if eval_every and (step % eval_every == 0 or step == config.train.num_steps):
-            row["eval/ELBO"] = self._evaluate(state)
+            name, nats = self._evaluate(state)
+            row[f"eval/{name}"] = nats
         if self.is_chief:
             artifacts.append_metrics(self.path, row)
         self._bar.set_postfix(loss=f"{row['loss']:.3f}", steps_per_s=f"{row['steps_per_sec']:.1f}")
         self._rows, self._t0, self._steps = [], time.perf_counter(), 0
 
-    def _evaluate(self, state: TrainState) -> float:
+    def _evaluate(self, state: TrainState) -> tuple[str, float]:
         config = self.run.config
         if self._eval is None:
             source = get_source(config.data.name, config.data.eval_split, data_dir=config.data.get("data_dir") or None)
@@ -334,7 +336,10 @@ class _Logger:
         res = evaluate(spec, eval_params(state, config), source, mesh=self.run.mesh,
                        batch_size=config.eval.batch_size, key=jax.random.PRNGKey(config.seed + 1),
                        num_examples=config.train.get("eval_examples", 0))
-        return res["ELBO"]["nats"]
+        # The ELBO for latent-variable models; otherwise the family's first NLL estimate
+        # (e.g. "exact" for autoregressive models and flows).
+        name = "ELBO" if "ELBO" in res else next(k for k, v in res.items() if isinstance(v, dict) and "nats" in v)
+        return name, res[name]["nats"]
 
     def close(self) -> None:
         self._bar.close()
