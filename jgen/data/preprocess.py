@@ -16,6 +16,7 @@ References:
 from typing import Callable
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 PreprocessFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -42,7 +43,10 @@ def check_range(
     """
     if isinstance(x, jax.core.Tracer) or jnp.size(x) == 0:
         return
-    x_min, x_max = jnp.min(x).item(), jnp.max(x).item()
+    # numpy, not jnp: inside a jit trace, jnp.min of a concrete constant is staged
+    # (a tracer), and .item() would fail.
+    values = np.asarray(x)
+    x_min, x_max = values.min().item(), values.max().item()
     if x_min < lo or x_max > hi:
         raise ValueError(
             f"{name} expects {expected}; got min={x_min} max={x_max} ({_describe(x)})."

@@ -220,3 +220,17 @@ def test_registry_unknown_name_lists_valid_ones():
     expected = r"Unknown preprocessing 'binarise'; valid names are \['binarize_dynamic', .*'unit_interval'\]"
     with pytest.raises(ValueError, match=expected):
         get_preprocess("binarise")
+
+
+def test_range_check_of_a_concrete_constant_inside_jit():
+    import jax
+    import numpy as np
+    import pytest
+
+    from jgen.data.preprocess import to_unit_interval
+
+    const = np.array([[0, 255]], np.uint8)
+    out = jax.jit(lambda: to_unit_interval(const))()  # a constant, not a tracer, inside the trace
+    np.testing.assert_allclose(out, [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="got min=0 max=300"):
+        jax.jit(lambda: to_unit_interval(np.array([0, 300], np.int32)))()
