@@ -105,13 +105,18 @@ def gaussian_learned(min_log_std: float = -6.0) -> Likelihood:
     return Likelihood("gaussian_learned", 2, _checked("gaussian_learned", 2, log_prob), lambda out: jnp.clip(parts(out)[0], 0.0, 1.0), sample)
 
 
+def _dlm_parts(out: jax.Array, k: int):
+    """[B, H, W, C * 3K] -> (logits, means in (-1, 1), log-scales >= -7), each [B, H, W, C, K]."""
+    p = _split(out, 3 * k)
+    return p[..., :k], jnp.tanh(p[..., k:2 * k]), jnp.maximum(p[..., 2 * k:], -7.0)
+
+
 def dlogistic_mixture(num_mixtures: int, num_bins: int = 256) -> Likelihood:
     """Per-channel discretized logistic mixture over `num_bins` values of x in [-1, 1]."""
     k = num_mixtures
 
     def parts(out):
-        p = _split(out, 3 * k)
-        return p[..., :k], jnp.tanh(p[..., k:2 * k]), jnp.maximum(p[..., 2 * k:], -7.0)
+        return _dlm_parts(out, k)
 
     def log_prob(x, out):
         logits, means, log_scales = parts(out)
@@ -136,11 +141,9 @@ def dlogistic_mixture_value_log_probs(out: jax.Array, num_mixtures: int, num_bin
     Used to sample (or score all values of) one subpixel at a time: the result is a
     categorical over the `num_bins` values, normalised by construction.
     """
-    k = num_mixtures
-    p = _split(out, 3 * k)  # [B, H, W, C, 3K]
-    logits, means, log_scales = p[..., :k], jnp.tanh(p[..., k:2 * k]), jnp.maximum(p[..., 2 * k:], -7.0)
+    logits, means, log_scales = _dlm_parts(out, num_mixtures)  # each [B, H, W, C, K]
     grid = jnp.linspace(-1.0, 1.0, num_bins, dtype=out.dtype)
-    values = jnp.broadcast_to(grid, p.shape[:-1] + (num_bins,))  # [B, H, W, C, V]
+    values = jnp.broadcast_to(grid, logits.shape[:-1] + (num_bins,))  # [B, H, W, C, V]
     expand = lambda a: a[..., None, :]
     return discretized_logistic_mixture_log_prob(values, expand(logits), expand(means), expand(log_scales),
                                                  num_bins=num_bins, event_ndims=0)
