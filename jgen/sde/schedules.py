@@ -5,8 +5,8 @@ A DDPM schedule is N betas :math:`\beta_1..\beta_N`; step n (1-based in the pape
 0-based index n-1 here) has :math:`\alpha_n = 1-\beta_n` and
 :math:`\bar\alpha_n = \prod_{i\le n}\alpha_i`, so
 :math:`q(x_n \mid x_0) = \mathcal N(\sqrt{\bar\alpha_n}x_0, (1-\bar\alpha_n) I)`.
-`DiscreteSchedule` holds these as float64-computed, float32-stored numpy-backed arrays
-so they are compile-time constants.
+`DiscreteSchedule` holds these as float64-computed arrays stored in the default float
+dtype, so they are compile-time constants.
 
 References:
   Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -71,7 +71,8 @@ class DiscreteSchedule(NamedTuple):
 
 
 def discrete_schedule(betas) -> DiscreteSchedule:
-    """Builds the constants from betas [N] (computed in float64, stored float32)."""
+    """Builds the constants from betas [N] (computed in float64, stored in the default float
+    dtype: float32, or float64 under `jax.enable_x64`)."""
     b = np.asarray(betas, dtype=np.float64)
     if b.ndim != 1 or b.size < 1 or np.any(b <= 0) or np.any(b >= 1):
         raise ValueError(f"betas must be a 1-D array of values in (0, 1); got shape {b.shape}, "
@@ -79,8 +80,9 @@ def discrete_schedule(betas) -> DiscreteSchedule:
     a = 1.0 - b
     ab = np.cumprod(a)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
-    f32 = lambda v: jnp.asarray(v, jnp.float32)
-    return DiscreteSchedule(f32(b), f32(a), f32(ab), f32(ab_prev))
+    dtype = jnp.result_type(float)  # float32, or float64 under jax.enable_x64
+    arr = lambda v: jnp.asarray(v, dtype)
+    return DiscreteSchedule(arr(b), arr(a), arr(ab), arr(ab_prev))
 
 
 def get_schedule(name: str, num_steps: int, **kwargs) -> DiscreteSchedule:
