@@ -45,6 +45,8 @@ class ModelSpec(NamedTuple):
       complete: `complete(params, key, x, observed, labels=None) -> images`, for
         models that can fill in the unobserved part of preprocessed images `x`
         (autoregressive completion, e.g. the bottom half given the top half).
+      sampler_fns: diffusion models: a `jgen.families.diffusion.SamplerFns`, every
+        sampler the model runs (for `jgen bench samplers`); None for other families.
     """
 
     init: Callable[[PRNGKey], Params]
@@ -63,6 +65,7 @@ class ModelSpec(NamedTuple):
     summarize: Callable[[dict], dict] | None = None
     data_init: Callable[[Params, PRNGKey, Batch], Params] | None = None
     complete: Callable | None = None
+    sampler_fns: object | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -75,8 +75,9 @@ def edm_denoiser_from_x0(x0_fn: Callable[[Array, Array], Array], sde: LinearSDE)
 
 def edm_sigma_range(sde: LinearSDE, t_min: float | None = None) -> tuple[float, float]:
     """(sigma_min, sigma_max) in EDM coordinates spanned by the SDE on [t_min, T]."""
-    t = jnp.array([sde.t_min if t_min is None else t_min, sde.T], jnp.float32)
-    r = np.asarray(sigma_ratio(sde, t), np.float64)
+    with jax.ensure_compile_time_eval():  # constants, also when called under jit
+        t = jnp.array([sde.t_min if t_min is None else t_min, sde.T], jnp.float32)
+        r = np.asarray(sigma_ratio(sde, t), np.float64)
     return float(r[0]), float(r[1])
 
 
@@ -95,7 +96,7 @@ def discrete_schedule_from_sde(sde: LinearSDE, num_steps: int, t_min: float | No
     :math:`\bar\alpha_{-1}=1`."""
     if num_steps < 2:
         raise ValueError(f"discrete_schedule_from_sde needs num_steps >= 2; got {num_steps}.")
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), jax.ensure_compile_time_eval():  # constants, also under jit
         t = jnp.asarray(schedule_times(sde, num_steps, t_min), jnp.float64)
         alpha, sigma = sde.marginal(t)
         ab = np.asarray(alpha ** 2 / (alpha ** 2 + sigma ** 2), np.float64)

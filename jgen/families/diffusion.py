@@ -1,0 +1,497 @@
+r"""The score-based / diffusion family: a U-Net (or an MLP for small images) trained as a
+DDPM, a continuous-time score SDE or an EDM denoiser, sampled by any of jgen's compiled
+samplers, and evaluated by its likelihood.
+
+`config.model.formulation` picks the objective and the time variable the network sees:
+
+- "ddpm": a discrete DDPM (Ho et al. 2020) with `schedule` ("linear" | "cosine") over
+  `num_timesteps` steps, `prediction` ("eps" | "x0" | "v"), `loss_type` ("simple" |
+  "vlb" | "hybrid") and optional `learned_variance` (Improved DDPM). The network's time
+  input is the 0-based step index. Samplers: "ddpm", "ddim". Evaluation: the full
+  variational bound ("VLB", Ho et al.'s discretized decoder) in bits/dim.
+- "sde": the continuous-time score-SDE loss (Song et al. 2021) for `sde` = "vp" |
+  "subvp" | "ve", with `likelihood_weighting` as an option. The network's time input is
+  `time_scale * t` (`time_scale` = 1000 by default, so the sinusoidal embedding sees the
+  same range as a DDPM's step indices; named here, not hidden in glue). Samplers: every
+  one in `SDE_SAMPLERS` (the SNR adapters of `jgen.sde.adapters` put the one model into
+  DDPM/DDIM/EDM/annealed-Langevin coordinates). Evaluation: "ODE", the
+  probability-flow likelihood (Hutchinson trace, adaptive Dopri5) with uniform
+  dequantization, a bound on the discrete NLL.
+- "edm": EDM's preconditioned denoiser and loss (Karras et al. 2022); the network sees
+  :math:`c_{noise} = \frac14\log\sigma` (Fourier embedding). It is also a VE-type score
+  model, :math:`s(x, \sigma) = (D(x, \sigma) - x)/\sigma^2`, on
+  `VESDE(edm_sigma_min, edm_sigma_max)`, so every continuous sampler and the ODE
+  likelihood apply too. Samplers: "edm", "edm_stochastic" plus `SDE_SAMPLERS`.
+
+`model.sampler` and `model.sample_steps` choose what `jgen sample` runs (defaults: DDIM
+for "ddpm", DPM-Solver++(2M) for "sde", EDM Heun for "edm"); `jgen bench samplers` runs
+them all side by side through `sampler_table`.
+
+`model.conditional=True` trains a class-conditional network with classifier-free
+guidance's label dropout (`p_uncond`, the null label is `num_classes`), and samples
+with guidance weight `guidance_scale` (0 = plain conditional sampling).
+
+Pixels: the data are 8-bit images mapped to [-1, 1] (`data.preprocess="symmetric"`,
+x = k / 127.5 - 1); samples come back in [0, 1].
+
+References:
+  Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models. NeurIPS.
+    https://arxiv.org/abs/2006.11239
+  Song, Y., Sohl-Dickstein, J., Kingma, D. P., Kumar, A., Ermon, S. & Poole, B. (2021).
+    Score-Based Generative Modeling through Stochastic Differential Equations. ICLR.
+    https://arxiv.org/abs/2011.13456
+  Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+    Diffusion-Based Generative Models. NeurIPS. https://arxiv.org/abs/2206.00364
+"""
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict
+
+from jgen.config import tiny_training
+from jgen.families.base import ModelSpec, check_image_batch
+from jgen.losses.diffusion import (
+    classifier_free_guidance,
+    ddpm_loss,
+    ddpm_vlb_terms,
+    drop_labels,
+    edm_loss,
+    edm_precondition,
+    sde_loss,
+)
+from jgen.losses.elbo import masked_mean
+from jgen.metrics.ode_likelihood import dequantized_log_prob_bound, ode_log_prob
+from jgen.models.diffusion import ScoreMLP, UNet
+from jgen.samplers.annealed_langevin import annealed_langevin_sample
+from jgen.samplers.ddim import ddim_sample
+from jgen.samplers.ddpm import ddpm_sample
+from jgen.samplers.dpm_solver import dpm_solver_pp_2m_sample
+from jgen.samplers.edm import edm_sample
+from jgen.samplers.ode import probability_flow_sample
+from jgen.samplers.pc import pc_sample
+from jgen.sde import (
+    VESDE,
+    geometric_sigmas,
+    get_schedule,
+    get_sde,
+    to_eps,
+    to_score,
+    to_x0,
+)
+from jgen.sde.adapters import (
+    discrete_schedule_from_sde,
+    edm_denoiser_from_x0,
+    edm_sigma_range,
+    eps_fn_from_score,
+    time_from_sigma_ratio,
+)
+from jgen.sde.sde import _expand
+
+FORMULATIONS = ("ddpm", "sde", "edm")
+NETWORKS = ("unet", "mlp")
+DDPM_SAMPLERS = ("ddpm", "ddim")
+SDE_SAMPLERS = ("em", "pc", "ode_euler", "ode_heun", "ode_dopri5", "dpm_solver_pp_2m", "ddim", "ddpm",
+                "edm", "edm_stochastic", "annealed_langevin")
+DEFAULT_SAMPLER = {"ddpm": "ddim", "sde": "dpm_solver_pp_2m", "edm": "edm"}
+
+
+def model_config(**overrides) -> ConfigDict:
+    """Every `config.model` key of the diffusion family, with its default."""
+    c = ConfigDict()
+    c.family = "diffusion"
+    c.formulation = "sde"  # see FORMULATIONS
+    c.network = "unet"  # "unet" | "mlp" (the MLP flattens the image; for 8x8 digits)
+    # U-Net (jgen.models.diffusion.UNet)
+    c.ch = 64
+    c.ch_mult = (1, 2, 2)
+    c.num_res_blocks = 2
+    c.attn_resolutions = (7,)
+    c.dropout = 0.1
+    c.num_groups = 16
+    c.embedding = ""  # "" = sinusoidal for ddpm/sde, fourier for edm
+    c.mlp_hidden = (512, 512, 512)  # mlp
+    # DDPM
+    c.schedule = "linear"
+    c.num_timesteps = 1000
+    c.prediction = "eps"  # ddpm: eps | x0 | v; sde: eps | x0 | v | score
+    c.loss_type = "simple"
+    c.learned_variance = False
+    # score SDE
+    c.sde = "vp"
+    c.beta_min = 0.1
+    c.beta_max = 20.0
+    c.sigma_min = 0.01
+    c.sigma_max = 50.0
+    c.t_min = 1e-3
+    c.likelihood_weighting = False
+    c.time_scale = 1000.0  # the network sees time_scale * t (sde formulation)
+    # EDM
+    c.sigma_data = 0.5
+    c.p_mean = -1.2
+    c.p_std = 1.2
+    c.edm_sigma_min = 0.002
+    c.edm_sigma_max = 80.0
+    c.rho = 7.0
+    c.s_churn = 40.0  # edm_stochastic
+    # conditioning
+    c.conditional = False
+    c.p_uncond = 0.1
+    c.guidance_scale = 0.0
+    # sampling and likelihood
+    c.sampler = ""  # "" = DEFAULT_SAMPLER[formulation]
+    c.sample_steps = 0  # 0 = the sampler's default (see `default_steps`)
+    c.eta = 0.0  # ddim
+    c.ode_rtol = 1e-5
+    c.ode_atol = 1e-5
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def default_steps(sampler: str, num_timesteps: int) -> int:
+    """Step counts `jgen sample` uses when `model.sample_steps` is 0."""
+    return {"ddpm": num_timesteps, "em": 1000, "pc": 500, "ode_euler": 500, "ode_heun": 100, "ode_dopri5": 0,
+            "edm": 18, "edm_stochastic": 40, "annealed_langevin": 100, "dpm_solver_pp_2m": 20, "ddim": 50}[sampler]
+
+
+class SamplerFns(NamedTuple):
+    """What `jgen bench samplers` and `sample` need from a configured diffusion model.
+
+    Attributes:
+      samplers: names of the samplers this model runs.
+      run: ``run(name, params, key, num, steps, labels=None) -> (x in [-1, 1], nfe)``; traced
+        anew for each (name, num, steps).
+      forward: ``forward(params, x, labels=None) -> out``, one network evaluation at a
+        mid-range noise level (the unit of the NFE cost).
+      image_shape: the data shape.
+    """
+
+    samplers: tuple[str, ...]
+    run: Callable
+    forward: Callable
+    image_shape: tuple[int, ...]
+
+
+def _network(m: ConfigDict, image_shape, num_classes: int, out_channels: int):
+    """(init(key) -> variables, apply(variables, x, time, labels, *, key=None) -> out)."""
+    if m.network not in NETWORKS:
+        raise ValueError(f"Unknown model.network={m.network!r}; use one of {NETWORKS}.")
+    embedding = m.embedding or ("fourier" if m.formulation == "edm" else "sinusoidal")
+    dim = math.prod(image_shape)
+    if m.network == "unet":
+        module = UNet(ch=int(m.ch), ch_mult=tuple(m.ch_mult), num_res_blocks=int(m.num_res_blocks),
+                      attn_resolutions=tuple(m.attn_resolutions), dropout=float(m.dropout), out_ch=out_channels,
+                      num_classes=num_classes, embedding=embedding, num_groups=int(m.num_groups))
+
+        def apply(variables, x, time, labels, *, key=None):
+            train = key is not None and float(m.dropout) > 0
+            rngs = {"dropout": key} if train else None
+            return module.apply(variables, x, time.astype(jnp.float32), labels, train=train, rngs=rngs)
+
+        def init(key):
+            x = jnp.zeros((1, *image_shape), jnp.float32)
+            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+            return module.init({"params": key}, x, jnp.zeros((1,), jnp.float32), labels, train=False)
+    else:
+        channels = image_shape[-1]
+        module = ScoreMLP(hidden=tuple(m.mlp_hidden), num_classes=num_classes,
+                          out_dim=dim * out_channels // channels, embedding=embedding)
+
+        def apply(variables, x, time, labels, *, key=None):
+            del key
+            out = module.apply(variables, x.reshape((x.shape[0], dim)), time.astype(jnp.float32), labels)
+            return out.reshape((*x.shape[:-1], x.shape[-1] * out_channels // channels))
+
+        def init(key):
+            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+            return module.init({"params": key}, jnp.zeros((1, dim), jnp.float32), jnp.zeros((1,), jnp.float32),
+                               labels)
+    return init, apply
+
+
+def _check_config(m: ConfigDict, config: ConfigDict) -> None:
+    if m.formulation not in FORMULATIONS:
+        raise ValueError(f"Unknown model.formulation={m.formulation!r}; use one of {FORMULATIONS}.")
+    for key in ("preprocess", "eval_preprocess"):
+        if config.data[key] != "symmetric":
+            raise ValueError(f"The diffusion family models 8-bit pixels on [-1, 1]: set data.{key}='symmetric' "
+                             f"(got {config.data[key]!r}).")
+    names = _sampler_names(m)
+    sampler = m.sampler or DEFAULT_SAMPLER[m.formulation]
+    if sampler not in names:
+        raise ValueError(f"model.sampler={sampler!r} is not available for formulation {m.formulation!r}; "
+                         f"choose one of {names}.")
+
+
+def _sampler_names(m: ConfigDict) -> tuple[str, ...]:
+    if m.formulation == "ddpm":
+        return DDPM_SAMPLERS
+    if m.formulation == "edm":
+        return SDE_SAMPLERS
+    if m.sde == "ve":  # DDPM/DDIM need a variance-preserving coordinate with alpha -> 0
+        return tuple(s for s in SDE_SAMPLERS if s not in ("ddim", "ddpm"))
+    return SDE_SAMPLERS
+
+
+def build(config: ConfigDict, info) -> ModelSpec:
+    m = model_config()
+    m.update(config.model)
+    _check_config(m, config)
+    image_shape = tuple(info.image_shape)
+    num_dims = math.prod(image_shape)
+    conditional = bool(m.conditional)
+    num_classes = int(info.num_classes) if conditional else 0
+    if conditional and not num_classes:
+        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
+    null_label = num_classes  # the UNet/ScoreMLP's extra embedding row
+    learned_variance = m.formulation == "ddpm" and bool(m.learned_variance)
+    channels = image_shape[-1]
+    init, apply = _network(m, image_shape, num_classes, channels * (2 if learned_variance else 1))
+
+    def to_pixels(images):
+        return jnp.asarray(images, jnp.float32) / 127.5 - 1.0  # data.preprocess="symmetric"
+
+    def labels_of(batch):
+        return jnp.asarray(batch["label"], jnp.int32) if num_classes else None
+
+    # -- the objective --------------------------------------------------------------------
+    if m.formulation == "ddpm":
+        schedule = get_schedule(m.schedule, int(m.num_timesteps))
+
+        def objective(params, key, x0, labels, dropout_key):
+            fn = lambda p, x, n, y: apply(p, x, n, y, key=dropout_key)
+            return ddpm_loss(fn, params, key, x0, schedule=schedule, prediction=m.prediction,
+                             loss_type=m.loss_type, learned_variance=learned_variance, labels=labels)
+        sde = None
+    elif m.formulation == "sde":
+        kwargs = ({"sigma_min": float(m.sigma_min), "sigma_max": float(m.sigma_max)} if m.sde == "ve"
+                  else {"beta_min": float(m.beta_min), "beta_max": float(m.beta_max)})
+        sde = get_sde(m.sde, t_min=float(m.t_min), **kwargs)
+
+        def objective(params, key, x0, labels, dropout_key):
+            fn = lambda p, x, t, y: apply(p, x, float(m.time_scale) * t, y, key=dropout_key)
+            return sde_loss(fn, params, key, x0, sde=sde, prediction=m.prediction,
+                            likelihood_weighting=bool(m.likelihood_weighting), labels=labels)
+    else:
+        sde = VESDE(sigma_min=float(m.edm_sigma_min), sigma_max=float(m.edm_sigma_max), t_min=1e-5)
+
+        def objective(params, key, x0, labels, dropout_key):
+            denoiser = edm_precondition(lambda p, x, c, y: apply(p, x, c, y, key=dropout_key),
+                                        sigma_data=float(m.sigma_data))
+            return edm_loss(denoiser, params, key, x0, sigma_data=float(m.sigma_data), p_mean=float(m.p_mean),
+                            p_std=float(m.p_std), labels=labels)
+
+    def loss_fn(params, key, batch):
+        check_image_batch(batch, image_shape, who="The diffusion loss")
+        key_loss, key_drop, key_labels = jax.random.split(key, 3)
+        labels = labels_of(batch)
+        if num_classes:
+            labels = drop_labels(key_labels, labels, p_uncond=float(m.p_uncond), null_label=null_label)
+        values, aux = objective(params, key_loss, to_pixels(batch["image"]), labels, key_drop)
+        return masked_mean(values, batch.get("mask")), {"loss": values, **{k: v for k, v in aux.items()
+                                                                          if jnp.ndim(v) == 1}}
+
+    # -- the model as each sampler's function ---------------------------------------------
+    def network_fn(params, labels):
+        """out(x, time) of the (guided) network, time as the network sees it."""
+        if not num_classes:
+            return lambda x, time: apply(params, x, time, None)
+        raw = lambda p, x, time, y: apply(p, x, time, y)
+        fn = classifier_free_guidance(raw, scale=float(m.guidance_scale), null_label=null_label) \
+            if float(m.guidance_scale) else raw
+        return lambda x, time: fn(params, x, time, labels)
+
+    def score_fn_of(params, labels):
+        """score(x, t) on `sde` (sde and edm formulations)."""
+        out = network_fn(params, labels)
+        if m.formulation == "sde":
+            def score_fn(x, t):
+                alpha, sigma = sde.marginal(t)
+                return to_score(out(x, float(m.time_scale) * t), x, alpha, sigma, m.prediction)
+            return score_fn
+        denoise = edm_denoiser_of(params, labels)
+
+        def score_fn(x, t):
+            sigma = sde.marginal(t)[1]
+            return (denoise(x, sigma) - x) / _expand(sigma ** 2, x)
+        return score_fn
+
+    def edm_denoiser_of(params, labels):
+        if m.formulation == "edm":
+            out = network_fn(params, labels)
+            d = edm_precondition(lambda p, x, c, y: out(x, c), sigma_data=float(m.sigma_data))
+            return lambda x, sigma: d(None, x, sigma)
+        score_fn = score_fn_of(params, labels)
+
+        def x0_fn(x, t):
+            alpha, sigma = sde.marginal(t)
+            return to_x0(-_expand(sigma, x) * score_fn(x, t), x, alpha, sigma, "eps")
+        return edm_denoiser_from_x0(x0_fn, sde)
+
+    def run(name, params, key, num, steps, labels=None):
+        """Runs sampler `name` for `steps` steps; returns (x on [-1, 1], nfe)."""
+        if name not in sampler_names:
+            raise ValueError(f"Sampler {name!r} is not available for this model; choose one of {sampler_names}.")
+        if num_classes and labels is None:
+            labels = jnp.arange(num) % num_classes
+        shape = (num, *image_shape)
+        steps = int(steps) or default_steps(name, int(m.num_timesteps))
+        if m.formulation == "ddpm":
+            out = network_fn(params, labels)
+            eps_fn = lambda x, n: to_eps_ddpm(out(x, n), x, n)
+            if name == "ddpm":
+                x, info = ddpm_sample(key, eps_fn, shape, schedule=schedule, clip_x0=1.0,
+                                      model_var_fn=var_fn(out) if learned_variance else None)
+            else:
+                x, info = ddim_sample(key, eps_fn, shape, schedule=schedule, num_steps=steps, eta=float(m.eta),
+                                      clip_x0=1.0)
+            return x, info.nfe
+        score_fn = score_fn_of(params, labels)
+        if name in ("em", "pc"):
+            x, info = pc_sample(key, score_fn, shape, sde=sde, num_steps=steps,
+                                predictor="euler_maruyama" if name == "em" else "reverse_diffusion",
+                                corrector=None if name == "em" else "langevin")
+        elif name.startswith("ode_"):
+            x, info = probability_flow_sample(key, score_fn, shape, sde=sde, method=name[4:],
+                                              num_steps=steps if name != "ode_dopri5" else None,
+                                              rtol=float(m.ode_rtol), atol=float(m.ode_atol), denoise=True)
+        elif name == "dpm_solver_pp_2m":
+            def x0_fn(x, t):
+                alpha, sigma = sde.marginal(t)
+                return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
+            x, info = dpm_solver_pp_2m_sample(key, x0_fn, shape, sde=sde, num_steps=steps)
+        elif name in ("ddim", "ddpm"):
+            # The discrete schedule matching the SDE at `steps` times (DDPM) or at 1000 (DDIM's sub-sequence).
+            n = steps if name == "ddpm" else max(1000, steps)
+            sched = discrete_schedule_from_sde(sde, n)
+            eps_fn = eps_fn_from_score(score_fn, sde, n)
+            if name == "ddpm":
+                x, info = ddpm_sample(key, eps_fn, shape, schedule=sched)
+            else:
+                x, info = ddim_sample(key, eps_fn, shape, schedule=sched, num_steps=steps, eta=float(m.eta))
+        elif name in ("edm", "edm_stochastic"):
+            lo, hi = edm_sigma_range(sde) if m.formulation == "sde" else (float(m.edm_sigma_min),
+                                                                           float(m.edm_sigma_max))
+            x, info = edm_sample(key, edm_denoiser_of(params, labels), shape, num_steps=steps, sigma_min=lo,
+                                 sigma_max=hi, rho=float(m.rho),
+                                 s_churn=float(m.s_churn) if name == "edm_stochastic" else 0.0)
+        else:  # annealed_langevin, in VE coordinates through the SNR adapter
+            lo, hi = edm_sigma_range(sde)
+            levels = max(steps // 10, 2)
+            sigmas = geometric_sigmas(levels, max(lo, 0.01), hi)
+
+            def ve_score(x, sigma):
+                t = time_from_sigma_ratio(sde, sigma)
+                alpha = _expand(sde.marginal(t)[0], x)
+                return alpha * score_fn(alpha * x, t)
+            x, info = annealed_langevin_sample(key, ve_score, shape, sigmas=sigmas,
+                                               steps_per_sigma=max(steps // levels, 1), step_lr=2e-5)
+        return x, info.nfe
+
+    def to_eps_ddpm(out, x, n):
+        alpha, sigma = schedule.marginal(n)
+        mean_part = out[..., :channels] if learned_variance else out
+        return to_eps(mean_part, x, alpha, sigma, m.prediction)
+
+    def var_fn(out):
+        # Improved DDPM: log var = v log beta + (1 - v) log beta_tilde (Nichol & Dhariwal Eq. 15).
+        log_beta = jnp.log(schedule.betas)
+        log_tilde = jnp.log(jnp.concatenate([schedule.posterior_variance()[1:2], schedule.posterior_variance()[1:]]))
+
+        def fn(x, n):
+            v = out(x, n)[..., channels:]
+            return v * _expand(log_beta[n], x) + (1 - v) * _expand(log_tilde[n], x)
+        return fn
+
+    sampler_names = _sampler_names(m)
+    default = m.sampler or DEFAULT_SAMPLER[m.formulation]
+
+    def sample(params, key, num, labels=None):
+        x, _ = run(default, params, key, num, int(m.sample_steps), labels)
+        return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+    def forward(params, x, labels=None):
+        if num_classes and labels is None:
+            labels = jnp.zeros((x.shape[0],), jnp.int32)
+        b = x.shape[0]
+        if m.formulation == "ddpm":
+            time = jnp.full((b,), int(m.num_timesteps) // 2, jnp.int32)
+        elif m.formulation == "sde":
+            time = jnp.full((b,), 0.5 * float(m.time_scale))
+        else:
+            time = jnp.zeros((b,))
+        return network_fn(params, labels)(x, time)
+
+    # -- likelihood ---------------------------------------------------------------------
+    ode_name, vlb_name = "ODE", f"VLB-{int(m.num_timesteps)}"
+
+    def eval_fn(params, key, batch):
+        check_image_batch(batch, image_shape, who="The diffusion evaluator")
+        labels = labels_of(batch)
+        k_deq, k_est = jax.random.split(key)
+        if m.formulation == "ddpm":
+            terms = ddpm_vlb_terms(lambda p, x, n, y: apply(p, x, n, y), params, to_pixels(batch["image"]),
+                                   schedule=schedule, key=k_est, prediction=m.prediction,
+                                   learned_variance=learned_variance, labels=labels)
+            return {vlb_name: terms["total"]}
+        # The ODE likelihood of uniformly dequantized pixels y = 2 (k + u) / 256 - 1, a bound on the
+        # discrete NLL (Theis et al. 2016): -log P(k) <= -log p(y) - D log(2 / 256).
+        u = jax.random.uniform(k_deq, batch["image"].shape)
+        y = 2.0 * (jnp.asarray(batch["image"], jnp.float32) + u) / 256.0 - 1.0
+        log_p, _ = ode_log_prob(score_fn_of(params, labels if num_classes else None), y, sde=sde, key=k_est,
+                                trace="hutchinson", rtol=float(m.ode_rtol), atol=float(m.ode_atol),
+                                t_start=sde.t_min)
+        return {ode_name: -dequantized_log_prob_bound(log_p, num_dims, scale=2.0)}
+
+    spec = ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=num_dims,
+                     stochastic=(vlb_name,) if m.formulation == "ddpm" else (ode_name,),
+                     num_classes=num_classes)
+    return spec._replace(sampler_fns=SamplerFns(sampler_names, run, forward, image_shape))
+
+
+# -- config helpers (used by experiments/diffusion/configs) ---------------------------------
+
+
+def training_defaults(config: ConfigDict) -> ConfigDict:
+    """What every diffusion config shares: [-1, 1] pixels, Adam 2e-4 with warm-up and
+    gradient clipping (Ho et al. 2020), an EMA of the weights for sampling/evaluation."""
+    config.data.preprocess = "symmetric"
+    config.data.eval_preprocess = "symmetric"
+    config.optim.learning_rate = 2e-4
+    config.optim.warmup_steps = 1000
+    config.optim.grad_clip_norm = 1.0
+    config.train.ema_decay = 0.999
+    config.eval.iwae_k = ()
+    config.eval.batch_size = 50
+    config.sample.num = 64
+    return config
+
+
+def tiny_variant(config: ConfigDict) -> ConfigDict:
+    """The smoke-test variant: 8x8 digits, a two-level 16-channel U-Net, a few steps."""
+    tiny_training(config, num_steps=20, save_every=10)
+    config.data.name = "digits"
+    config.optim.warmup_steps = 0
+    config.optim.learning_rate = 2e-3
+    config.train.ema_decay = 0.0
+    config.eval.iwae_k = ()
+    config.eval.batch_size = 16
+    config.sample.num = 4
+    m = config.model
+    m.ch, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.num_groups, m.dropout = 16, (1, 2), 1, (), 4, 0.0
+    m.sample_steps = 4
+    m.ode_rtol = m.ode_atol = 1e-2
+    return config
+
+
+def sampler_table(config: ConfigDict, info) -> SamplerFns:
+    """The `SamplerFns` of a configured diffusion model (for `jgen bench samplers`)."""
+    return build(config, info).sampler_fns
+
+
+__all__ = ["DDPM_SAMPLERS", "DEFAULT_SAMPLER", "FORMULATIONS", "SDE_SAMPLERS", "SamplerFns", "build",
+           "default_steps", "model_config", "sampler_table", "tiny_variant", "training_defaults"]
