@@ -5,6 +5,7 @@
   jgen latent reconstruct|interpolate|traverse|classes --workdir runs/digits --out grid.png
   jgen eval --workdir runs/digits [--split test] [--num-examples N]
   jgen bench train-step --config FILE --devices 1,8
+  jgen bench samplers --workdir runs/mnist_sde [--steps 10,20,50,100] [--quality] --out bench/
   jgen data import mnist --from ../shared/data/mnist [--data-dir DIR]
 
 Multi-host: add --coordinator-address HOST:PORT --num-processes N --process-id I
@@ -102,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--repeats", type=int, default=5)
     bt.add_argument("--out", default=None)
     bt.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    bs = bsub.add_parser("samplers", help="every diffusion sampler: NFE, wall time, compile time, memory, quality")
+    bs.add_argument("--config", default=None, help="a diffusion config (random init), or give --workdir")
+    bs.add_argument("--workdir", default=None, help="a trained diffusion run (its EMA weights)")
+    bs.add_argument("--samplers", default="", help="comma-separated (default: every sampler of the model)")
+    bs.add_argument("--steps", default="10,20,50,100", help="comma-separated step counts")
+    bs.add_argument("--num", type=int, default=64, help="samples per batch")
+    bs.add_argument("--repeats", type=int, default=3)
+    bs.add_argument("--quality", action="store_true",
+                    help="pixel-space kernel MMD^2 of the samples to --num test images (lower is better)")
+    bs.add_argument("--out", default=None, help="folder for table.md, results.json, quality_vs_nfe.png")
 
     d = sub.add_parser("data", help="datasets")
     dsub = d.add_subparsers(dest="data", required=True)
@@ -160,11 +171,10 @@ def cmd_eval(args):
     _init_distributed(args)
     import jax
 
+    from jgen.config import load_saved_config
     from jgen.data import get_source
     from jgen.train.evaluate import evaluate
     from jgen.train.loop import eval_params, restore_for_inference
-
-    from jgen.config import load_saved_config
 
     config = load_saved_config(args.workdir)
     with config.unlocked():
@@ -196,8 +206,62 @@ def _is_nll(entry) -> bool:
     return isinstance(entry, dict) and "estimator" in entry
 
 
+def cmd_bench_samplers(args, overrides):
+    import os
+
+    import numpy as np
+
+    from jgen.bench_samplers import benchmark_samplers, markdown_table, plot_quality
+    from jgen.train.loop import eval_params, init_state, restore_for_inference, setup
+
+    if bool(args.config) == bool(args.workdir):
+        raise SystemExit("error: give exactly one of --config (random init) or --workdir (a trained run)")
+    if args.workdir:
+        run, state, step = restore_for_inference(args.workdir)
+    else:
+        run, step = setup(_load_config(args.config, overrides)), 0
+        state = init_state(run)
+    fns = run.spec.sampler_fns
+    if fns is None:
+        raise SystemExit(f"error: `jgen bench samplers` needs a diffusion model; this run's family is "
+                         f"{run.config.model.family!r}")
+    names = [s for s in args.samplers.split(",") if s] or list(fns.samplers)
+    unknown = sorted(set(names) - set(fns.samplers))
+    if unknown:
+        raise SystemExit(f"error: unknown samplers {unknown}; this model runs {', '.join(fns.samplers)}")
+    steps = [int(s) for s in args.steps.split(",") if s]
+    quality_fn = None
+    if args.quality:
+        from jgen.data import get_source
+        from jgen.metrics.mmd import mmd2_unbiased
+
+        source = get_source(run.config.data.name, run.config.data.eval_split,
+                            data_dir=run.config.data.get("data_dir") or None)
+        real = np.stack([np.asarray(source[i]["image"]) for i in range(args.num)]).astype(np.float32) / 127.5 - 1
+
+        def quality_fn(samples):
+            flat = lambda a: a.reshape((a.shape[0], -1))
+            return float(mmd2_unbiased(flat(np.clip(samples, -1, 1)), flat(real)))
+    rows = benchmark_samplers(fns, eval_params(state, run.config), samplers=names, steps=steps, num=args.num,
+                              repeats=args.repeats, mesh=run.mesh, quality_fn=quality_fn)
+    qname = "pixel MMD^2 to test images" if args.quality else "quality"
+    table = markdown_table(rows, quality_name=qname)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "table.md"), "w") as f:
+            f.write(table + "\n")
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump({"step": int(step), "num": args.num, "rows": rows}, f, indent=2)
+        plot_quality(rows, os.path.join(args.out, "quality_vs_nfe.png"), quality_name=qname,
+                     title=f"{run.config.model.formulation} on {run.config.data.name}, step {int(step)}")
+
+
 def cmd_bench(args, overrides):
     from jgen.bench import run_device_sweep, train_step_throughput
+
+    if args.bench == "samplers":
+        return cmd_bench_samplers(args, overrides)
 
     if args.child:
         config = _load_config(args.config, overrides)

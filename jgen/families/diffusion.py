@@ -158,6 +158,81 @@ def default_steps(sampler: str, num_timesteps: int) -> int:
             "edm": 18, "edm_stochastic": 40, "annealed_langevin": 100, "dpm_solver_pp_2m": 20, "ddim": 50}[sampler]
 
 
+def sample_with(name: str, key, score_fn, sde, shape, steps: int, *, denoiser_fn=None, sigma_range=None,
+                eta: float = 0.0, rtol: float = 1e-5, atol: float = 1e-5, rho: float = 7.0, s_churn: float = 40.0,
+                langevin_step_lr: float = 2e-5, langevin_sigma_min: float = 0.01):
+    """Runs the continuous-time sampler `name` (one of `SDE_SAMPLERS`) on a score model.
+
+    The config edge's registry of samplers: each name maps to one `jgen.samplers`
+    function, and models written as a score on `sde` reach the samplers written in
+    other coordinates through `jgen.sde.adapters` (DDPM/DDIM on the SDE's matched
+    discrete schedule, EDM and annealed Langevin in VE coordinates
+    :math:`x/\\alpha` at noise level :math:`\\sigma/\\alpha`).
+
+    Args:
+      name: the sampler (see `SDE_SAMPLERS`).
+      key: PRNG key.
+      score_fn: ``score_fn(x, t) -> score`` on `sde`'s marginals.
+      sde: the forward `LinearSDE`.
+      shape: the sample shape [B, ...].
+      steps: the step count (for "ode_dopri5": ignored, the tolerances decide; for
+        "annealed_langevin": levels = steps // 10, steps // levels per level).
+      denoiser_fn: an EDM denoiser ``D(x, sigma)`` to use instead of the adapted score.
+      sigma_range: EDM's (sigma_min, sigma_max); default the SDE's range on [t_min, T].
+      eta, rtol, atol, rho, s_churn, langevin_step_lr, langevin_sigma_min: the samplers'
+        options (DDIM's eta, Dopri5's tolerances, EDM's rho and S_churn, annealed
+        Langevin's step size and last level).
+
+    Returns:
+      (samples [shape], NFE).
+    """
+    if name not in SDE_SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; choose one of {SDE_SAMPLERS}.")
+    if name in ("em", "pc"):
+        x, info = pc_sample(key, score_fn, shape, sde=sde, num_steps=steps,
+                            predictor="euler_maruyama" if name == "em" else "reverse_diffusion",
+                            corrector=None if name == "em" else "langevin")
+    elif name.startswith("ode_"):
+        x, info = probability_flow_sample(key, score_fn, shape, sde=sde, method=name[4:],
+                                          num_steps=steps if name != "ode_dopri5" else None,
+                                          rtol=rtol, atol=atol, denoise=True)
+    elif name == "dpm_solver_pp_2m":
+        def x0_fn(x, t):
+            alpha, sigma = sde.marginal(t)
+            return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
+        x, info = dpm_solver_pp_2m_sample(key, x0_fn, shape, sde=sde, num_steps=steps)
+    elif name in ("ddim", "ddpm"):
+        # The discrete schedule matching the SDE at `steps` times (DDPM) or at 1000 (DDIM's sub-sequence).
+        n = steps if name == "ddpm" else max(1000, steps)
+        sched = discrete_schedule_from_sde(sde, n)
+        eps_fn = eps_fn_from_score(score_fn, sde, n)
+        if name == "ddpm":
+            x, info = ddpm_sample(key, eps_fn, shape, schedule=sched)
+        else:
+            x, info = ddim_sample(key, eps_fn, shape, schedule=sched, num_steps=steps, eta=eta)
+    elif name in ("edm", "edm_stochastic"):
+        lo, hi = sigma_range or edm_sigma_range(sde)
+        if denoiser_fn is None:
+            def x0_fn(x, t):
+                alpha, sigma = sde.marginal(t)
+                return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
+            denoiser_fn = edm_denoiser_from_x0(x0_fn, sde)
+        x, info = edm_sample(key, denoiser_fn, shape, num_steps=steps, sigma_min=lo, sigma_max=hi, rho=rho,
+                             s_churn=s_churn if name == "edm_stochastic" else 0.0)
+    else:  # annealed_langevin, in VE coordinates through the SNR adapter
+        lo, hi = sigma_range or edm_sigma_range(sde)
+        levels = max(steps // 10, 2)
+        sigmas = geometric_sigmas(levels, max(lo, langevin_sigma_min), hi)
+
+        def ve_score(x, sigma):
+            t = time_from_sigma_ratio(sde, sigma)
+            alpha = _expand(sde.marginal(t)[0], x)
+            return alpha * score_fn(alpha * x, t)
+        x, info = annealed_langevin_sample(key, ve_score, shape, sigmas=sigmas,
+                                           steps_per_sigma=max(steps // levels, 1), step_lr=langevin_step_lr)
+    return x, info.nfe
+
+
 class SamplerFns(NamedTuple):
     """What `jgen bench samplers` and `sample` need from a configured diffusion model.
 
@@ -351,46 +426,11 @@ def build(config: ConfigDict, info) -> ModelSpec:
                                       clip_x0=1.0)
             return x, info.nfe
         score_fn = score_fn_of(params, labels)
-        if name in ("em", "pc"):
-            x, info = pc_sample(key, score_fn, shape, sde=sde, num_steps=steps,
-                                predictor="euler_maruyama" if name == "em" else "reverse_diffusion",
-                                corrector=None if name == "em" else "langevin")
-        elif name.startswith("ode_"):
-            x, info = probability_flow_sample(key, score_fn, shape, sde=sde, method=name[4:],
-                                              num_steps=steps if name != "ode_dopri5" else None,
-                                              rtol=float(m.ode_rtol), atol=float(m.ode_atol), denoise=True)
-        elif name == "dpm_solver_pp_2m":
-            def x0_fn(x, t):
-                alpha, sigma = sde.marginal(t)
-                return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
-            x, info = dpm_solver_pp_2m_sample(key, x0_fn, shape, sde=sde, num_steps=steps)
-        elif name in ("ddim", "ddpm"):
-            # The discrete schedule matching the SDE at `steps` times (DDPM) or at 1000 (DDIM's sub-sequence).
-            n = steps if name == "ddpm" else max(1000, steps)
-            sched = discrete_schedule_from_sde(sde, n)
-            eps_fn = eps_fn_from_score(score_fn, sde, n)
-            if name == "ddpm":
-                x, info = ddpm_sample(key, eps_fn, shape, schedule=sched)
-            else:
-                x, info = ddim_sample(key, eps_fn, shape, schedule=sched, num_steps=steps, eta=float(m.eta))
-        elif name in ("edm", "edm_stochastic"):
-            lo, hi = edm_sigma_range(sde) if m.formulation == "sde" else (float(m.edm_sigma_min),
-                                                                           float(m.edm_sigma_max))
-            x, info = edm_sample(key, edm_denoiser_of(params, labels), shape, num_steps=steps, sigma_min=lo,
-                                 sigma_max=hi, rho=float(m.rho),
-                                 s_churn=float(m.s_churn) if name == "edm_stochastic" else 0.0)
-        else:  # annealed_langevin, in VE coordinates through the SNR adapter
-            lo, hi = edm_sigma_range(sde)
-            levels = max(steps // 10, 2)
-            sigmas = geometric_sigmas(levels, max(lo, 0.01), hi)
-
-            def ve_score(x, sigma):
-                t = time_from_sigma_ratio(sde, sigma)
-                alpha = _expand(sde.marginal(t)[0], x)
-                return alpha * score_fn(alpha * x, t)
-            x, info = annealed_langevin_sample(key, ve_score, shape, sigmas=sigmas,
-                                               steps_per_sigma=max(steps // levels, 1), step_lr=2e-5)
-        return x, info.nfe
+        sigma_range = None if m.formulation == "sde" else (float(m.edm_sigma_min), float(m.edm_sigma_max))
+        return sample_with(name, key, score_fn, sde, shape, steps,
+                           denoiser_fn=edm_denoiser_of(params, labels) if m.formulation == "edm" else None,
+                           sigma_range=sigma_range, eta=float(m.eta), rtol=float(m.ode_rtol),
+                           atol=float(m.ode_atol), rho=float(m.rho), s_churn=float(m.s_churn))
 
     def to_eps_ddpm(out, x, n):
         alpha, sigma = schedule.marginal(n)
@@ -494,4 +534,4 @@ def sampler_table(config: ConfigDict, info) -> SamplerFns:
 
 
 __all__ = ["DDPM_SAMPLERS", "DEFAULT_SAMPLER", "FORMULATIONS", "SDE_SAMPLERS", "SamplerFns", "build",
-           "default_steps", "model_config", "sampler_table", "tiny_variant", "training_defaults"]
+           "default_steps", "model_config", "sample_with", "sampler_table", "tiny_variant", "training_defaults"]
