@@ -45,6 +45,13 @@ class ModelSpec(NamedTuple):
       complete: `complete(params, key, x, observed, labels=None) -> images`, for
         models that can fill in the unobserved part of preprocessed images `x`
         (autoregressive completion, e.g. the bottom half given the top half).
+      optimizer: a family's own optax transformation (e.g. the GAN's
+        `jgen.train.two_player.paired_optimizer`), used instead of the one built
+        from `config.optim`; None: the config's.
+      update: a family's own step, `update(params, opt_state, key, batch) ->
+        (params, opt_state, metrics)`, run by the compiled train step instead of the
+        gradient step on `loss_fn` (e.g. n_critic discriminator updates then one
+        generator update); None: the gradient step on `loss_fn`.
       sampler_fns: diffusion models: a `jgen.families.diffusion.SamplerFns`, every
         sampler the model runs (for `jgen bench samplers`); None for other families.
     """
@@ -66,6 +73,8 @@ class ModelSpec(NamedTuple):
     data_init: Callable[[Params, PRNGKey, Batch], Params] | None = None
     complete: Callable | None = None
     sampler_fns: object | None = None
+    optimizer: object | None = None
+    update: Callable | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -54,7 +54,7 @@ def setup(config: ConfigDict) -> Run:
     data_dir = config.data.get("data_dir") or None
     info = dataset_info(config.data.name, data_dir=data_dir)
     spec = build_model(config, info)
-    optimizer = make_optimizer(config.optim, config.train.num_steps)
+    optimizer = spec.optimizer if spec.optimizer is not None else make_optimizer(config.optim, config.train.num_steps)
     return Run(config=config, mesh=mesh, spec=spec, optimizer=optimizer, info=info)
 
 
@@ -229,7 +229,7 @@ def _loop(run: Run, state: TrainState, step: int, iterator, ckpt: Checkpointer, 
     steps_per_call = int(tc.get("steps_per_call", 1))
     train_step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh,
                                  ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call,
-                                 post_update=run.spec.post_update)
+                                 post_update=run.spec.post_update, update=run.spec.update)
     stacked_sharding = batch_sharding(run.mesh, leading_axes=1)
     sync_every = max(steps_per_call, (MAX_QUEUED_STEPS // steps_per_call) * steps_per_call)
     pending = []  # (first step number, device metrics) not yet checked on the host

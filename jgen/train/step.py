@@ -18,13 +18,19 @@ from jgen.train.state import TrainState
 from jgen.typing import LossFn
 
 
-def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float, post_update):
+def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float, post_update,
+                 update=None):
     def step(state: TrainState, batch):
         key = jax.random.fold_in(state.key, state.step)
         batch = {**batch, "step": state.step}  # for schedules inside losses (e.g. KL annealing)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        if update is not None:  # a family's own update (e.g. the two-player GAN step)
+            params, opt_state, metrics = update(state.params, state.opt_state, key, batch)
+        else:
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, batch)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items() if v.ndim == 1})
         extra, post_metrics = state.extra, {}
         if post_update is not None:
             params, extra, post_metrics = post_update(params, state.extra, key, batch)
@@ -32,8 +38,6 @@ def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_d
             ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         else:
             ema = params
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items() if v.ndim == 1})
         metrics.update(post_metrics)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                                   extra=extra)
@@ -51,6 +55,7 @@ def make_train_step(
     steps_per_call: int = 1,
     donate: bool = True,
     post_update=None,
+    update=None,
 ):
     """Compiles `step(state, batch) -> (state, metrics)` once over `mesh`.
 
@@ -68,17 +73,22 @@ def make_train_step(
         extra, metrics)` run after the optimizer update with the step's key, for
         non-gradient state (e.g. EMA codebook updates); its scalar metrics join
         the step's.
+      update: optional `update(params, opt_state, key, batch) -> (params, opt_state,
+        metrics)` that replaces the single-loss gradient step (e.g.
+        `jgen.train.two_player.make_two_player_update`, n_critic discriminator
+        updates then one generator update); `loss_fn` and `optimizer.update` are then
+        unused. metrics must hold scalars, "loss" and "grad_norm" among them.
 
     Returns:
       The jitted step function. Place the state with
       `jax.device_put(state, replicated(mesh))` first (the loop's init does), or
       the first call traces once more for the uncommitted input.
     """
-    step = _single_step(loss_fn, optimizer, ema_decay, post_update)
+    step = _single_step(loss_fn, optimizer, ema_decay, post_update, update)
     if steps_per_call > 1:
         single = step
 
-        def step(state, batches):  # noqa: F811 -- the scanned variant
+        def step(state, batches):
             return jax.lax.scan(single, state, batches)
 
     return jax.jit(
