@@ -101,7 +101,7 @@ def main(argv=None):
         for name in samplers:
             for n in (steps if name != "ode_dopri5" else [0]):
                 r = time_compiled(lambda k, name=name, n=n, f=score_fn: sample_with(name, k, f, sde, (args.num, 2), n,
-                                                                          langevin_step_lr=1e-3, rtol=1e-3,
+                                                                          langevin_step_lr=1e-4, rtol=1e-3,
                                                                           atol=1e-3),
                                   jax.random.fold_in(key, 4), repeats=args.repeats)
                 samples, nfe = r["output"]
