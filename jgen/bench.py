@@ -29,7 +29,8 @@ def train_step_throughput(config, *, steps: int = 50, repeats: int = 5, warmup: 
     batch = next(DataIterator(source, global_batch_size=config.train.batch_size, seed=config.seed,
                               sharding=batch_sharding(run.mesh)))
     step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh, post_update=run.spec.post_update,
-                           ema_decay=config.train.get("ema_decay", 0.0), update=run.spec.update)
+                           ema_decay=config.train.get("ema_decay", 0.0), update=run.spec.update,
+                           pre_update=run.spec.pre_update)
     state = init_state(run)
     t0 = time.perf_counter()
     for _ in range(warmup):

@@ -34,6 +34,12 @@ class ModelSpec(NamedTuple):
         (TrainState.extra); None for families without one.
       post_update: `post_update(params, extra, key, batch) -> (params, extra,
         metrics)`, run inside the compiled step after the optimizer update.
+      pre_update: `pre_update(params, extra, key, batch) -> (batch, extra,
+        metrics)`, run inside the compiled step before the gradient step: it may add
+        inputs for `loss_fn` to the batch and update `extra` (e.g. the EBM family
+        draws Langevin negatives from the replay buffer in `extra` into
+        `batch["negatives"]` and writes the chains' end points back); None: no
+        pre-step.
       nll_estimators: which eval_fn outputs are per-example NLL estimates (None:
         all of them); the others go to `summarize`.
       summarize: `summarize({name: values over the split}) -> dict` for eval_fn
@@ -75,6 +81,7 @@ class ModelSpec(NamedTuple):
     sampler_fns: object | None = None
     optimizer: object | None = None
     update: Callable | None = None
+    pre_update: Callable | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -229,7 +229,8 @@ def _loop(run: Run, state: TrainState, step: int, iterator, ckpt: Checkpointer, 
     steps_per_call = int(tc.get("steps_per_call", 1))
     train_step = make_train_step(run.spec.loss_fn, run.optimizer, mesh=run.mesh,
                                  ema_decay=tc.get("ema_decay", 0.0), steps_per_call=steps_per_call,
-                                 post_update=run.spec.post_update, update=run.spec.update)
+                                 post_update=run.spec.post_update, update=run.spec.update,
+                                 pre_update=run.spec.pre_update)
     stacked_sharding = batch_sharding(run.mesh, leading_axes=1)
     sync_every = max(steps_per_call, (MAX_QUEUED_STEPS // steps_per_call) * steps_per_call)
     pending = []  # (first step number, device metrics) not yet checked on the host

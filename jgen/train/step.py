@@ -19,10 +19,13 @@ from jgen.typing import LossFn
 
 
 def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float, post_update,
-                 update=None):
+                 update=None, pre_update=None):
     def step(state: TrainState, batch):
         key = jax.random.fold_in(state.key, state.step)
         batch = {**batch, "step": state.step}  # for schedules inside losses (e.g. KL annealing)
+        extra, pre_metrics = state.extra, {}
+        if pre_update is not None:  # e.g. an EBM's Langevin negatives from its replay buffer
+            batch, extra, pre_metrics = pre_update(state.params, extra, jax.random.fold_in(key, 1), batch)
         if update is not None:  # a family's own update (e.g. the two-player GAN step)
             params, opt_state, metrics = update(state.params, state.opt_state, key, batch)
         else:
@@ -31,13 +34,14 @@ def _single_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_d
             params = optax.apply_updates(state.params, updates)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
             metrics.update({name: masked_mean(v, batch.get("mask")) for name, v in aux.items() if v.ndim == 1})
-        extra, post_metrics = state.extra, {}
+        post_metrics = {}
         if post_update is not None:
-            params, extra, post_metrics = post_update(params, state.extra, key, batch)
+            params, extra, post_metrics = post_update(params, extra, key, batch)
         if ema_decay > 0:
             ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         else:
             ema = params
+        metrics.update(pre_metrics)
         metrics.update(post_metrics)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                                   extra=extra)
@@ -56,6 +60,7 @@ def make_train_step(
     donate: bool = True,
     post_update=None,
     update=None,
+    pre_update=None,
 ):
     """Compiles `step(state, batch) -> (state, metrics)` once over `mesh`.
 
@@ -78,13 +83,20 @@ def make_train_step(
         `jgen.train.two_player.make_two_player_update`, n_critic discriminator
         updates then one generator update); `loss_fn` and `optimizer.update` are then
         unused. metrics must hold scalars, "loss" and "grad_norm" among them.
+      pre_update: optional `pre_update(params, extra, key, batch) -> (batch, extra,
+        metrics)` run first, before the gradient step, with the step's key folded
+        with 1: it may add inputs to the batch that the loss reads and update the
+        non-gradient state (e.g. an energy-based model draws Langevin negatives
+        from the replay buffer in `extra`, puts them in the batch, and writes the
+        chains' end points back to the buffer); `post_update` then receives its
+        `extra`. Its scalar metrics join the step's.
 
     Returns:
       The jitted step function. Place the state with
       `jax.device_put(state, replicated(mesh))` first (the loop's init does), or
       the first call traces once more for the uncommitted input.
     """
-    step = _single_step(loss_fn, optimizer, ema_decay, post_update, update)
+    step = _single_step(loss_fn, optimizer, ema_decay, post_update, update, pre_update)
     if steps_per_call > 1:
         single = step
 
