@@ -1,0 +1,60 @@
+"""Linear inverse problems: measurement operators, CT (Radon, FBP), phantoms and TV reconstruction."""
+
+from jgen.inverse.operators import (
+    LinearOperator,
+    blur,
+    compose,
+    downsampling,
+    gaussian_kernel,
+    least_squares,
+    make_operator,
+    masking,
+    measure,
+    normal_op,
+    operator_norm,
+    rgb_to_gray,
+)
+from jgen.inverse.phantoms import (
+    SHEPP_LOGAN_ELLIPSES,
+    random_ellipses,
+    render_ellipses,
+    shepp_logan,
+)
+from jgen.inverse.radon import (
+    backproject,
+    fbp,
+    parallel_beam_angles,
+    radon,
+    radon_operator,
+    ramp_filter,
+)
+from jgen.inverse.tv import TVResult, finite_differences, tv_norm, tv_reconstruct
+
+__all__ = [
+    "SHEPP_LOGAN_ELLIPSES",
+    "LinearOperator",
+    "TVResult",
+    "backproject",
+    "blur",
+    "compose",
+    "downsampling",
+    "fbp",
+    "finite_differences",
+    "gaussian_kernel",
+    "least_squares",
+    "make_operator",
+    "masking",
+    "measure",
+    "normal_op",
+    "operator_norm",
+    "parallel_beam_angles",
+    "radon",
+    "radon_operator",
+    "ramp_filter",
+    "random_ellipses",
+    "render_ellipses",
+    "rgb_to_gray",
+    "shepp_logan",
+    "tv_norm",
+    "tv_reconstruct",
+]
