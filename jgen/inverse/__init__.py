@@ -1,4 +1,5 @@
-"""Linear inverse problems: measurement operators, CT (Radon, FBP), phantoms and TV reconstruction."""
+"""Linear inverse problems: measurement operators, CT (Radon, FBP), phantoms, TV reconstruction,
+and posterior sampling with a diffusion prior (replacement, RePaint, DPS)."""
 
 from jgen.inverse.operators import (
     LinearOperator,
@@ -20,6 +21,13 @@ from jgen.inverse.phantoms import (
     render_ellipses,
     shepp_logan,
 )
+from jgen.inverse.posterior import (
+    PosteriorInfo,
+    dps_sample,
+    gaussian_posterior,
+    repaint_sample,
+    replacement_sample,
+)
 from jgen.inverse.radon import (
     backproject,
     fbp,
@@ -33,14 +41,17 @@ from jgen.inverse.tv import TVResult, finite_differences, tv_norm, tv_reconstruc
 __all__ = [
     "SHEPP_LOGAN_ELLIPSES",
     "LinearOperator",
+    "PosteriorInfo",
     "TVResult",
     "backproject",
     "blur",
     "compose",
     "downsampling",
+    "dps_sample",
     "fbp",
     "finite_differences",
     "gaussian_kernel",
+    "gaussian_posterior",
     "least_squares",
     "make_operator",
     "masking",
@@ -53,6 +64,8 @@ __all__ = [
     "ramp_filter",
     "random_ellipses",
     "render_ellipses",
+    "repaint_sample",
+    "replacement_sample",
     "rgb_to_gray",
     "shepp_logan",
     "tv_norm",
