@@ -43,7 +43,7 @@ def test_unknown_family():
     config = load_config(os.path.join(REPO_ROOT, DIGITS_TINY))
     with config.unlocked():
         config.model.family = "vea"
-    with pytest.raises(ValueError, match="Unknown model.family=.vea.; known families: autoregressive, flow, vae, vqvae"):
+    with pytest.raises(ValueError, match="Unknown model.family=.vea.; known families: autoregressive, diffusion, ebm, flow, gan, vae, vqvae"):
         build_model(config, dataset_info("digits"))
 
 
