@@ -512,7 +512,7 @@ def training_defaults(config: ConfigDict) -> ConfigDict:
 
 
 def tiny_variant(config: ConfigDict) -> ConfigDict:
-    """The smoke-test variant: 8x8 digits, a two-level 16-channel U-Net, a few steps."""
+    """The smoke-test variant: 8x8 digits, a small MLP score network, a few steps."""
     tiny_training(config, num_steps=20, save_every=10)
     config.data.name = "digits"
     config.optim.warmup_steps = 0
@@ -522,6 +522,9 @@ def tiny_variant(config: ConfigDict) -> ConfigDict:
     config.eval.batch_size = 16
     config.sample.num = 4
     m = config.model
+    # The MLP network keeps the smoke test cheap (the U-Net has its own tests); the U-Net
+    # sizes below apply with --config.model.network=unet.
+    m.network, m.mlp_hidden = "mlp", (32, 32)
     m.ch, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.num_groups, m.dropout = 16, (1, 2), 1, (), 4, 0.0
     m.sample_steps = 4
     m.ode_rtol = m.ode_atol = 1e-2

@@ -52,9 +52,10 @@ def test_tiny_variant_trains_samples_and_evaluates(config, tmp_path, monkeypatch
     assert main(["sample", "--workdir", workdir, "--num", "5", "--out", out_npz]) == 0
     samples = np.load(out_npz)["samples"]
     assert samples.shape[0] == 5 and samples.min() >= 0 and samples.max() <= 1
-    out_png = str(tmp_path / "s.png")
-    assert main(["sample", "--workdir", workdir, "--num", "4", "--out", out_png]) == 0
-    assert Image.open(out_png).size[0] > samples.shape[2]
+    if config.endswith("vae/configs/digits.py"):  # the PNG path once (each call compiles the sampler again)
+        out_png = str(tmp_path / "s.png")
+        assert main(["sample", "--workdir", workdir, "--num", "4", "--out", out_png]) == 0
+        assert Image.open(out_png).size[0] > samples.shape[2]
     capsys.readouterr()
 
     assert main(["eval", "--workdir", workdir, "--num-examples", "32"]) == 0
