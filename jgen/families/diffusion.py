@@ -69,7 +69,7 @@ from jgen.models.diffusion import ScoreMLP, UNet
 from jgen.samplers.annealed_langevin import annealed_langevin_sample
 from jgen.samplers.ddim import ddim_sample
 from jgen.samplers.ddpm import ddpm_sample
-from jgen.samplers.dpm_solver import dpm_solver_pp_2m_sample
+from jgen.samplers.dpm_solver import dpm_solver_pp_2m_sample, x0_from_score
 from jgen.samplers.edm import edm_sample
 from jgen.samplers.ode import probability_flow_sample
 from jgen.samplers.pc import pc_sample
@@ -80,7 +80,6 @@ from jgen.sde import (
     get_sde,
     to_eps,
     to_score,
-    to_x0,
 )
 from jgen.sde.adapters import (
     discrete_schedule_from_sde,
@@ -197,10 +196,7 @@ def sample_with(name: str, key, score_fn, sde, shape, steps: int, *, denoiser_fn
                                           num_steps=steps if name != "ode_dopri5" else None,
                                           rtol=rtol, atol=atol, denoise=True)
     elif name == "dpm_solver_pp_2m":
-        def x0_fn(x, t):
-            alpha, sigma = sde.marginal(t)
-            return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
-        x, info = dpm_solver_pp_2m_sample(key, x0_fn, shape, sde=sde, num_steps=steps)
+        x, info = dpm_solver_pp_2m_sample(key, x0_from_score(score_fn, sde), shape, sde=sde, num_steps=steps)
     elif name in ("ddim", "ddpm"):
         # The discrete schedule matching the SDE at `steps` times (DDPM) or at 1000 (DDIM's sub-sequence).
         n = steps if name == "ddpm" else max(1000, steps)
@@ -213,10 +209,7 @@ def sample_with(name: str, key, score_fn, sde, shape, steps: int, *, denoiser_fn
     elif name in ("edm", "edm_stochastic"):
         lo, hi = sigma_range or edm_sigma_range(sde)
         if denoiser_fn is None:
-            def x0_fn(x, t):
-                alpha, sigma = sde.marginal(t)
-                return (x + _expand(sigma ** 2, x) * score_fn(x, t)) / _expand(alpha, x)
-            denoiser_fn = edm_denoiser_from_x0(x0_fn, sde)
+            denoiser_fn = edm_denoiser_from_x0(x0_from_score(score_fn, sde), sde)
         x, info = edm_sample(key, denoiser_fn, shape, num_steps=steps, sigma_min=lo, sigma_max=hi, rho=rho,
                              s_churn=s_churn if name == "edm_stochastic" else 0.0)
     else:  # annealed_langevin, in VE coordinates through the SNR adapter
@@ -396,16 +389,11 @@ def build(config: ConfigDict, info) -> ModelSpec:
         return score_fn
 
     def edm_denoiser_of(params, labels):
-        if m.formulation == "edm":
-            out = network_fn(params, labels)
-            d = edm_precondition(lambda p, x, c, y: out(x, c), sigma_data=float(m.sigma_data))
-            return lambda x, sigma: d(None, x, sigma)
-        score_fn = score_fn_of(params, labels)
-
-        def x0_fn(x, t):
-            alpha, sigma = sde.marginal(t)
-            return to_x0(-_expand(sigma, x) * score_fn(x, t), x, alpha, sigma, "eps")
-        return edm_denoiser_from_x0(x0_fn, sde)
+        """EDM's preconditioned denoiser D(x, sigma) (edm formulation; the others reach
+        EDM's samplers through the SNR adapter in `sample_with`)."""
+        out = network_fn(params, labels)
+        d = edm_precondition(lambda p, x, c, y: out(x, c), sigma_data=float(m.sigma_data))
+        return lambda x, sigma: d(None, x, sigma)
 
     def run(name, params, key, num, steps, labels=None):
         """Runs sampler `name` for `steps` steps; returns (x on [-1, 1], nfe)."""
