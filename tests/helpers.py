@@ -46,3 +46,18 @@ def assert_trees_close(a, b, *, rtol=1e-6, atol=1e-7):
     assert len(leaves_a) == len(leaves_b)
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def count_eqns(jaxpr) -> int:
+    """Equations in a jaxpr, including those of nested sub-jaxprs (loop bodies, conds):
+    the measure of program size used to check that samplers do not grow with step count."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += 1
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (list, tuple)) else [p]:
+                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    n += count_eqns(sub.jaxpr)
+                elif hasattr(sub, "eqns"):
+                    n += count_eqns(sub)
+    return n

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import count_eqns
 
 from jgen.metrics.mmd import mmd_permutation_test
 from jgen.samplers.annealed_langevin import annealed_langevin_sample
@@ -98,19 +99,6 @@ def test_gaussian_target_matches_the_exact_recursion_including_its_bias(denoise)
     assert abs(x.mean() - mu) < 4 * np.sqrt(s2 / x.size)
     assert abs(x.var() / s2 - 1) < 4 * np.sqrt(2 / x.size)  # 4 sd of a sample variance
 
-
-def count_eqns(jaxpr) -> int:
-    """Equations in a jaxpr, including those of nested sub-jaxprs (loop bodies)."""
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += 1
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, (list, tuple)) else [p]:
-                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                    n += count_eqns(sub.jaxpr)
-                elif hasattr(sub, "eqns"):
-                    n += count_eqns(sub)
-    return n
 
 
 def test_traces_once_counts_nfe_and_jaxpr_size_is_flat():

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import count_eqns
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -153,19 +154,6 @@ def test_ddim_eta0_converges_with_first_order():
     assert 0.8 < slope < 1.3, (slope, errors)
     assert np.all(np.diff(errors) < 0)
 
-
-def count_eqns(jaxpr) -> int:
-    """Equations in a jaxpr, including those of nested sub-jaxprs (loop bodies)."""
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += 1
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, (list, tuple)) else [p]:
-                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                    n += count_eqns(sub.jaxpr)
-                elif hasattr(sub, "eqns"):
-                    n += count_eqns(sub)
-    return n
 
 
 def counting_eps_fn(traces: list, calls: list):

@@ -19,6 +19,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import count_eqns
 
 from jgen.metrics.mmd import mmd_permutation_test
 from jgen.samplers.dpm_solver import (
@@ -223,19 +224,6 @@ def test_nfe_matches_counted_evaluations(convergence):
 # --- compilation -----------------------------------------------------------------------
 
 
-def _count_eqns(jaxpr) -> int:
-    """Equations of a jaxpr including those of its sub-jaxprs (loop bodies, conds)."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += 1
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    total += _count_eqns(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    total += _count_eqns(sub)
-    return total
-
 
 @pytest.mark.parametrize("name", ["euler", "heun", "edm", "edm_churn", "dpm"])
 def test_program_size_and_traces_do_not_grow_with_steps(name):
@@ -262,7 +250,7 @@ def test_program_size_and_traces_do_not_grow_with_steps(name):
     sizes, num_traces = [], []
     for n in (10, 100):
         traces.clear()
-        sizes.append(_count_eqns(jax.make_jaxpr(make(n))(jax.random.PRNGKey(0)).jaxpr))
+        sizes.append(count_eqns(jax.make_jaxpr(make(n))(jax.random.PRNGKey(0)).jaxpr))
         num_traces.append(len(traces))
     # The step loop is a lax.fori_loop: the same program and the same number of model
     # traces (1 or 2 in the loop body, 1 or 2 outside) for 10 and 100 steps.

@@ -13,6 +13,7 @@ tracing, flat jaxpr size, sharding, and bad-input errors.
 import jax
 import numpy as np
 import pytest
+from helpers import count_eqns
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -72,19 +73,6 @@ def test_pc_samples_the_mixture(sde, predictor, exact):
     assert np.all(np.abs(x.mean(0) - np.asarray(GMM.mean())) < 4 * se)
     np.testing.assert_allclose(np.cov(x.T), cov, rtol=0.2, atol=0.1)
 
-
-def count_eqns(jaxpr) -> int:
-    """Equations in a jaxpr, including those of nested sub-jaxprs (loop bodies)."""
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += 1
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, (list, tuple)) else [p]:
-                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                    n += count_eqns(sub.jaxpr)
-                elif hasattr(sub, "eqns"):
-                    n += count_eqns(sub)
-    return n
 
 
 @pytest.mark.parametrize("predictor, corrector, corrector_steps, denoise, nfe", [
