@@ -1,9 +1,27 @@
 """Model families, looked up by `config.model.family` (the one registry, at the config edge)."""
 
-from jgen.families import autoregressive, diffusion, ebm, flow, gan, vae, vqvae
+from jgen.families import (
+    autoregressive,
+    diffusion,
+    ebm,
+    flow,
+    gan,
+    vae,
+    vqvae,
+    vqvae_prior,
+)
 from jgen.families.base import ModelSpec
 
-FAMILIES = {"autoregressive": autoregressive.build, "diffusion": diffusion.build, "ebm": ebm.build, "gan": gan.build, "flow": flow.build, "vae": vae.build, "vqvae": vqvae.build}
+FAMILIES = {
+    "autoregressive": autoregressive.build,
+    "diffusion": diffusion.build,
+    "ebm": ebm.build,
+    "flow": flow.build,
+    "gan": gan.build,
+    "vae": vae.build,
+    "vqvae": vqvae.build,
+    "vqvae_prior": vqvae_prior.build,
+}
 
 
 def build_model(config, info) -> ModelSpec:

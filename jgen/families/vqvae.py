@@ -6,16 +6,25 @@ NLL bound under the uniform code prior: with a deterministic one-hot posterior,
 KL(q || Uniform(K)) = log K per latent position, so
 -log p(x) <= -log p(x | z_q(x)) + n_positions * log K.
 
-Sampling needs a prior over code maps. `model.prior = "uniform"` draws codes
-i.i.d. uniformly (what the bound above assumes; the samples look like noise);
-a learned autoregressive prior plugs in here by config once jgen's
-autoregressive family exists.
+Sampling needs a prior over code maps. This family's own `model.prior =
+"uniform"` draws codes i.i.d. uniformly (what the bound above assumes; the
+samples look like noise). A learned autoregressive prior is the second stage of
+the standard two-stage recipe and a family of its own, `jgen.families.vqvae_prior`
+(config `experiments/vae/configs/mnist_vqvae_prior.py`): it trains a PixelCNN or
+a transformer on the code maps of a trained VQ-VAE workdir
+(`model.vqvae_workdir`), and `jgen sample` / `jgen eval` of *that* workdir
+sample through the learned prior and report the bound with it. `code_model`
+below is the piece it builds on: the VQ-VAE as a map between images and code
+maps.
 
 References:
-  van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning", NeurIPS 2017.
+  van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation Learning",
+    NeurIPS 2017. https://arxiv.org/abs/1711.00937
 """
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +34,24 @@ from ml_collections import ConfigDict
 from jgen.data import get_preprocess
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.likelihoods import get_likelihood
-from jgen.losses.vq import (ema_codebook_init, get_codebook, make_vq_ema_step, make_vqvae_loss, nearest_code)
+from jgen.losses.vq import (
+    ema_codebook_init,
+    get_codebook,
+    make_vq_ema_step,
+    make_vqvae_loss,
+    nearest_code,
+)
 from jgen.models.vae import VQVAE
 
+# The VQ-VAE family's own code priors. The learned (autoregressive) prior is a second
+# training stage: the `vqvae_prior` family (jgen.families.vqvae_prior).
 PRIORS = ("uniform",)
+LEARNED_PRIOR_HINT = (
+    "A learned autoregressive prior is a second training stage on a trained VQ-VAE workdir: "
+    "`jgen train --config experiments/vae/configs/mnist_vqvae_prior.py --workdir PRIOR_RUN "
+    "--config.model.vqvae_workdir=VQVAE_RUN`, then `jgen sample --workdir PRIOR_RUN` and "
+    "`jgen eval --workdir PRIOR_RUN` (family 'vqvae_prior')."
+)
 
 
 def model_config(**overrides) -> ConfigDict:
@@ -53,22 +76,83 @@ def model_config(**overrides) -> ConfigDict:
     return c
 
 
+class CodeModel(NamedTuple):
+    """A VQ-VAE as a map between preprocessed images and code maps (what a prior
+    over codes needs; `jgen.families.vqvae_prior` builds on it).
+
+    Attributes:
+      init: `init(key) -> params` (the VQ-VAE family's parameter pytree).
+      codes: `codes(params, x [B, H, W, C] preprocessed) -> int32 [B, h, w]`, the
+        nearest codebook entry of every encoding, k(x) = argmin_k ||z_e(x) - e_k||^2.
+      decode_codes: `decode_codes(params, codes int [B, h, w]) -> decoder output`
+        (the likelihood's parameters) of z_q = e_codes.
+      recon_nll: `recon_nll(x, out) -> [B]`, -log p(x | z_q) in nats.
+      mean: `mean(out) -> images [B, H, W, C] in [0, 1]`, the decoder's mean.
+      grid: (h, w), the code map's shape.
+      num_codes: K, the codebook size.
+    """
+
+    init: Callable
+    codes: Callable
+    decode_codes: Callable
+    recon_nll: Callable
+    mean: Callable
+    grid: tuple[int, int]
+    num_codes: int
+
+
+def _network(m: ConfigDict, image_shape):
+    """(VQVAE module, likelihood) of a full VQ-VAE model config."""
+    likelihood = get_likelihood(m.likelihood, gaussian_std=m.gaussian_std, num_mixtures=m.num_mixtures)
+    model = VQVAE(image_shape=image_shape, num_codes=m.num_codes, code_dim=m.code_dim,
+                  hidden_channels=m.hidden_channels, res_channels=m.res_channels,
+                  num_res_blocks=m.num_res_blocks, downsample=m.downsample,
+                  out_channels=image_shape[-1] * likelihood.params_per_channel)
+    return model, likelihood
+
+
+def code_model(model_cfg: ConfigDict, image_shape) -> CodeModel:
+    """The `CodeModel` of a VQ-VAE `config.model` section on images of `image_shape`.
+
+    Example (the frozen stage 1 of a learned prior)::
+
+        cm = code_model(load_saved_config(vqvae_workdir).model, (28, 28, 1))
+        codes = cm.codes(params, x)                         # [B, 7, 7] in 0..K-1
+        images = cm.mean(cm.decode_codes(params, codes))    # [B, 28, 28, 1]
+    """
+    m = model_config()
+    m.update(model_cfg)
+    image_shape = tuple(int(s) for s in image_shape)
+    model, likelihood = _network(m, image_shape)
+
+    def init(key):
+        return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
+
+    def codes(params, x):
+        return nearest_code(model.apply(params, x, method=VQVAE.encode), get_codebook(params))
+
+    def decode_codes(params, codes):
+        return model.apply(params, get_codebook(params)[codes], method=VQVAE.decode)
+
+    def recon_nll(x, out):
+        return -likelihood.log_prob(x, out)
+
+    grid = (image_shape[0] // int(m.downsample), image_shape[1] // int(m.downsample))
+    return CodeModel(init=init, codes=codes, decode_codes=decode_codes, recon_nll=recon_nll,
+                     mean=likelihood.mean, grid=grid, num_codes=int(m.num_codes))
+
+
 def build(config: ConfigDict, info) -> ModelSpec:
     m = model_config()
     m.update(config.model)
     if m.prior not in PRIORS:
         raise ValueError(
-            f"model.prior={m.prior!r} is not available; use one of {PRIORS}. Learned autoregressive "
-            "priors plug in here once jgen's autoregressive family exists."
+            f"model.prior={m.prior!r} is not available in the VQ-VAE family, whose own prior is one of "
+            f"{PRIORS} (codes drawn i.i.d. uniformly). {LEARNED_PRIOR_HINT}"
         )
     image_shape = tuple(info.image_shape)
     num_dims = math.prod(image_shape)
-    likelihood = get_likelihood(m.likelihood, gaussian_std=m.gaussian_std, num_mixtures=m.num_mixtures)
-    c = image_shape[-1]
-    model = VQVAE(image_shape=image_shape, num_codes=m.num_codes, code_dim=m.code_dim,
-                  hidden_channels=m.hidden_channels, res_channels=m.res_channels,
-                  num_res_blocks=m.num_res_blocks, downsample=m.downsample,
-                  out_channels=c * likelihood.params_per_channel)
+    model, likelihood = _network(m, image_shape)
     h, w = image_shape[0] // m.downsample, image_shape[1] // m.downsample
     positions = h * w
 

@@ -37,7 +37,12 @@ def test_tiny_variant_trains_samples_and_evaluates(config, tmp_path, monkeypatch
     monkeypatch.chdir(REPO_ROOT)
     workdir = str(tmp_path / "run")
     extra = []
-    if "mnist" in os.path.basename(config):
+    if config.endswith("vqvae_prior.py"):  # stage 2 of the VQ-VAE recipe: first a tiny stage-1 VQ-VAE on digits
+        stage1 = str(tmp_path / "vqvae")
+        assert main(["train", "--config", "experiments/vae/configs/mnist_vqvae.py:tiny", "--workdir", stage1,
+                     "--no-progress", "--config.data.name=digits", "--config.sample.num=1"]) == 0
+        extra.append(f"--config.model.vqvae_workdir={stage1}")
+    elif "mnist" in os.path.basename(config):
         extra.append(f"--config.data.data_dir={request.getfixturevalue('mnist_dir')}")
     assert main(["train", "--config", f"{config}:tiny", "--workdir", workdir, "--no-progress", *extra]) == 0
     for name in ("config.json", "metrics.jsonl", "loss_curve.png", "samples.png"):

@@ -103,6 +103,21 @@ def _check_groups(owner: str, what: str, width: int, data_channels: int) -> None
         )
 
 
+def _data_channels(owner: str, x: jax.Array, data_channels: Any) -> int:
+    """C, the number of colour groups: the input's channel count, unless `data_channels`
+    is set (e.g. 1 for a one-hot encoded categorical map [B, H, W, K])."""
+    if data_channels is None:
+        return x.shape[-1]
+    c = _positive_int(owner, "data_channels", data_channels)
+    if x.shape[-1] % c:
+        raise ValueError(
+            f"{owner}: the input's {x.shape[-1]} channels must split into data_channels = {c} "
+            f"equal contiguous groups (e.g. a one-hot encoding of each of the C channels); "
+            f"received input of shape {x.shape}."
+        )
+    return c
+
+
 def _check_labels(owner: str, labels: Any, num_classes: int | None, batch: int) -> None:
     if num_classes is None:
         if labels is not None:
@@ -286,6 +301,9 @@ class PixelCNN(nn.Module):
         categorical logits [B, H, W, C, P] (256 for 8-bit pixels).
       first_kernel_size: odd kernel of the type-A first layer (7 in the paper).
       num_classes: set to condition on class labels.
+      data_channels: C, the number of colour groups; None (default) means the input's
+        channel count. Set it to 1 to feed a categorical map one-hot encoded,
+        [B, H, W, K] (e.g. VQ-VAE code indices), with P = K output logits.
 
     Call args:
       x: [B, H, W, C] pixels as numbers (e.g. {0, 1}, or x / 127.5 - 1 for 8-bit);
@@ -303,11 +321,12 @@ class PixelCNN(nn.Module):
     num_outputs_per_subpixel: int = 1
     first_kernel_size: int = 7
     num_classes: int | None = None
+    data_channels: int | None = None
 
     @nn.compact
     def __call__(self, x: Array, labels: Array | None = None) -> jax.Array:
         x = _check_images("PixelCNN", x)
-        c = x.shape[-1]
+        c = _data_channels("PixelCNN", x, self.data_channels)
         feats = _positive_int("PixelCNN", "channels", self.channels)
         p = _positive_int("PixelCNN", "num_outputs_per_subpixel", self.num_outputs_per_subpixel)
         if feats % (2 * c):
@@ -383,6 +402,7 @@ class GatedPixelCNN(nn.Module):
       first_kernel_size: odd k of the first layer (7 in the paper).
       num_classes: set to condition on class labels (the conditional biases
         :math:`V^\\top y` of the paper's Eq. 4).
+      data_channels: as in `PixelCNN`.
 
     Call args / Returns: as `PixelCNN`.
     """
@@ -393,11 +413,12 @@ class GatedPixelCNN(nn.Module):
     num_outputs_per_subpixel: int = 1
     first_kernel_size: int = 7
     num_classes: int | None = None
+    data_channels: int | None = None
 
     @nn.compact
     def __call__(self, x: Array, labels: Array | None = None) -> jax.Array:
         x = _check_images("GatedPixelCNN", x)
-        c = x.shape[-1]
+        c = _data_channels("GatedPixelCNN", x, self.data_channels)
         feats = _positive_int("GatedPixelCNN", "channels", self.channels)
         p = _positive_int("GatedPixelCNN", "num_outputs_per_subpixel", self.num_outputs_per_subpixel)
         _check_groups("GatedPixelCNN", "channels", feats, c)
