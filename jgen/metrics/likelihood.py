@@ -19,12 +19,36 @@ def dequantization_offset(preprocess: str, num_dims: int) -> float:
     return DEQUANTIZING_PREPROCESSES.get(preprocess, 0.0) * num_dims
 
 
+def dequantization_label(estimator: str, preprocess: str) -> str:
+    """How an NLL estimate treats the 8-bit pixels, for labelling `jgen eval` output:
+
+    - "variational": Flow++'s variational dequantization bound (estimator name says so);
+    - "uniform": y = (x + u) / 256, D log 256 added, a bound on the discrete NLL
+      (uniformly dequantized data, a flow's "exact (uniform dequantization)", or a
+      diffusion model's "ODE" likelihood, which dequantizes internally);
+    - "none (binary data)": binarized data, a discrete likelihood;
+    - "none": no dequantization (a discrete likelihood of the pixels, e.g. a
+      256-way softmax, a discretized logistic mixture or DDPM's discretized decoder;
+      or a continuous density of [0, 1] pixels such as a Gaussian VAE decoder, which
+      is not a discrete-data NLL).
+    """
+    name = estimator.lower()
+    if "variational dequantization" in name:
+        return "variational"
+    if "uniform dequantization" in name or preprocess in DEQUANTIZING_PREPROCESSES or estimator == "ODE":
+        return "uniform"
+    if preprocess.startswith("binarize"):
+        return "none (binary data)"
+    return "none"
+
+
 def bits_per_dim(nll_nats, num_dims: int):
     """Converts an NLL in nats per example to bits per dimension: nll / (D ln 2)."""
     return nll_nats / (num_dims * math.log(2.0))
 
 
-def summarize_nll(per_example_nll_nats, *, estimator: str, num_dims: int, stochastic: bool = True) -> dict:
+def summarize_nll(per_example_nll_nats, *, estimator: str, num_dims: int, stochastic: bool = True,
+                  dequantization: str | None = None) -> dict:
     """Mean NLL with its standard error over examples, in nats and bits/dim.
 
     Args:
@@ -34,15 +58,18 @@ def summarize_nll(per_example_nll_nats, *, estimator: str, num_dims: int, stocha
       stochastic: whether the per-example estimates are random (then the
         standard error also covers the estimator's own noise, since it is the
         spread of independent per-example estimates).
+      dequantization: if given, added as "dequantization" (see
+        `dequantization_label`; `jgen eval` labels every entry).
 
     Returns:
-      {"estimator", "nats", "nats_stderr", "bits_per_dim", "bits_per_dim_stderr", "num_examples"}.
+      {"estimator", "stochastic", "nats", "nats_stderr", "bits_per_dim",
+      "bits_per_dim_stderr", "num_examples"} (+ "dequantization").
     """
     v = np.asarray(per_example_nll_nats, dtype=np.float64)
     n = v.size
     mean = float(v.mean())
     se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {
+    out = {
         "estimator": estimator,
         "stochastic": stochastic,
         "nats": mean,
@@ -51,3 +78,6 @@ def summarize_nll(per_example_nll_nats, *, estimator: str, num_dims: int, stocha
         "bits_per_dim_stderr": float(bits_per_dim(se, num_dims)),
         "num_examples": int(n),
     }
+    if dequantization is not None:
+        out["dequantization"] = dequantization
+    return out
