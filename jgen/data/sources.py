@@ -159,6 +159,12 @@ def get_source(
     """
     if name == "digits":
         return digits_source(split)
+    if name.startswith("phantoms"):  # procedural CT phantoms (jgen.inverse.phantom_dataset)
+        from jgen.inverse.phantom_dataset import phantom_arrays, phantom_size
+
+        size = phantom_size(name)
+        if size is not None:
+            return ArraySource(*phantom_arrays(split, size))
     data_dir = data_dir or tfds_sources.default_data_dir()
     return tfds_sources.tfds_source(name, split, data_dir=data_dir, download=download)
 
@@ -178,6 +184,12 @@ def dataset_info(name: str, *, data_dir: str | None = None) -> DatasetInfo:
     """
     if name == "digits":
         return DatasetInfo(digits.IMAGE_SHAPE, digits.NUM_CLASSES, dict(digits.NUM_EXAMPLES))
+    if name.startswith("phantoms"):
+        from jgen.inverse.phantom_dataset import NUM_EXAMPLES, phantom_size
+
+        size = phantom_size(name)
+        if size is not None:
+            return DatasetInfo((size, size, 1), None, dict(NUM_EXAMPLES))
     data_dir = data_dir or tfds_sources.default_data_dir()
     shape, num_classes, num_examples = tfds_sources.tfds_info(name, data_dir=data_dir)
     return DatasetInfo(shape, num_classes, num_examples)

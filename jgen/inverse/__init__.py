@@ -1,5 +1,6 @@
 """Linear inverse problems: measurement operators, CT (Radon, FBP), phantoms, TV reconstruction,
-and posterior sampling with a diffusion prior (replacement, RePaint, DPS)."""
+posterior sampling with a diffusion prior (replacement, projection, RePaint, DPS), SSIM/PSNR,
+and the pieces of `jgen solve` (`jgen.inverse.solve`)."""
 
 from jgen.inverse.operators import (
     LinearOperator,
@@ -28,6 +29,8 @@ from jgen.inverse.posterior import (
     repaint_sample,
     replacement_sample,
 )
+from jgen.inverse.projection import projection_sample
+from jgen.inverse.quality import psnr, ssim
 from jgen.inverse.radon import (
     backproject,
     fbp,
@@ -36,6 +39,7 @@ from jgen.inverse.radon import (
     radon_operator,
     ramp_filter,
 )
+from jgen.inverse.solve import load_prior, make_task, reconstruct
 from jgen.inverse.tv import TVResult, finite_differences, tv_norm, tv_reconstruct
 
 __all__ = [
@@ -53,21 +57,27 @@ __all__ = [
     "gaussian_kernel",
     "gaussian_posterior",
     "least_squares",
+    "load_prior",
     "make_operator",
+    "make_task",
     "masking",
     "measure",
     "normal_op",
     "operator_norm",
     "parallel_beam_angles",
+    "projection_sample",
+    "psnr",
     "radon",
     "radon_operator",
     "ramp_filter",
     "random_ellipses",
+    "reconstruct",
     "render_ellipses",
     "repaint_sample",
     "replacement_sample",
     "rgb_to_gray",
     "shepp_logan",
+    "ssim",
     "tv_norm",
     "tv_reconstruct",
 ]
