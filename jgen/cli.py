@@ -1,9 +1,12 @@
-"""The `jgen` command line: train | sample | eval | bench | data.
+"""The `jgen` command line: train | sample | eval | eval-data | ood | solve | bench | data.
 
   jgen train --config experiments/vae/configs/digits.py --workdir runs/digits [--config.a.b=v ...]
   jgen sample --workdir runs/digits --num 64 --out samples.png      (or .npz; --label K)
   jgen latent reconstruct|interpolate|traverse|classes --workdir runs/digits --out grid.png
-  jgen eval --workdir runs/digits [--split test] [--num-examples N]
+  jgen eval --workdir runs/digits [--split test] [--num-examples N] [--metrics fid,kid,is,pr --num-samples N]
+  jgen eval-data --dataset mnist --split test --reference-split train --metrics fid,kid,pr
+  jgen ood --workdir runs/digits --ood noise,flip,shift [--num-examples N]
+  jgen solve --workdir runs/sde --task inpaint|superres|colorize|deblur|ct --input x.npz --out result.png
   jgen bench train-step --config FILE --devices 1,8
   jgen bench samplers --workdir runs/mnist_sde [--steps 10,20,50,100] [--quality] --out bench/
   jgen data import mnist --from ../shared/data/mnist [--data-dir DIR]
@@ -92,7 +95,66 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-steps", type=int, default=None, help="add the AIS estimator with this many temperatures")
     e.add_argument("--ais-chains", type=int, default=None)
     e.add_argument("--progress", action="store_true")
+    e.add_argument("--metrics", default="", help="sample quality: comma list of fid,kid,is,pr (default: none)")
+    e.add_argument("--num-samples", type=int, default=10000, help="samples drawn for --metrics")
+    e.add_argument("--features", default=None,
+                   help="feature extractor: pixels | mnist[:PATH] | inception:PATH (default mnist for 28x28x1)")
+    e.add_argument("--reference-split", default=None, help="real data for --metrics (default: data.train_split)")
+    e.add_argument("--reference-stats", default=None,
+                   help="reference-statistics cache .npz (default ~/.cache/jgen/refstats/...)")
+    e.add_argument("--sample-batch-size", type=int, default=500, help="samples per sampler call for --metrics")
+    e.add_argument("--label", type=int, default=None, help="--metrics of one class (class-conditional models)")
+    e.add_argument("--max-rows", type=int, default=10000, help="feature rows kept for KID/PR (and cached)")
+    e.add_argument("--no-nll", action="store_true", help="skip the NLL estimates (e.g. with --metrics)")
     _add_distributed_flags(e)
+
+    ed = sub.add_parser("eval-data", help="sample-quality metrics of a dataset split against another (the floor)")
+    ed.add_argument("--dataset", required=True)
+    ed.add_argument("--split", default="test")
+    ed.add_argument("--reference-split", default="train")
+    ed.add_argument("--metrics", default="fid,kid,pr", help="comma list of fid,kid,is,pr")
+    ed.add_argument("--features", default=None, help="as for eval (default mnist for 28x28x1)")
+    ed.add_argument("--preprocess", default="unit_interval", help="a data preprocessing (binarize_* = binary images)")
+    ed.add_argument("--num-examples", type=int, default=0, help="examples of --split (0 = all)")
+    ed.add_argument("--reference-stats", default=None)
+    ed.add_argument("--batch-size", type=int, default=500)
+    ed.add_argument("--max-rows", type=int, default=10000, help="feature rows kept for KID/PR (and cached)")
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--data-dir", default=None)
+    ed.add_argument("--out", default=None, help="also write the JSON here")
+
+    o = sub.add_parser("ood", help="OOD detection AUROCs (likelihood and typicality) of a trained workdir")
+    o.add_argument("--workdir", required=True)
+    o.add_argument("--ood", default=None,
+                   help="comma list of noise,flip,shift,digits (default: all; digits for 28x28x1 models only)")
+    o.add_argument("--num-examples", type=int, default=1000, help="in-distribution inputs (and per OOD set)")
+    o.add_argument("--num-heldout", type=int, default=0, help="held-out examples for the typical NLL (0 = auto)")
+    o.add_argument("--split", default=None, help="default: the config's data.eval_split")
+    o.add_argument("--estimator", default=None, help="NLL estimator (default: the family's first, e.g. ELBO)")
+    o.add_argument("--typicality-batch", default="1,10", help="batch sizes M of the typicality test")
+    o.add_argument("--batch-size", type=int, default=0, help="0 = the config's eval.batch_size")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--out", default=None, help="also write the JSON here")
+
+    sv = sub.add_parser("solve", help="inverse problems with a trained diffusion prior (jgen.inverse.solve)")
+    sv.add_argument("--workdir", required=True, help="a trained diffusion run (its EMA weights are the prior)")
+    sv.add_argument("--task", required=True, choices=["inpaint", "superres", "colorize", "deblur", "ct"])
+    sv.add_argument("--input", required=True, help="a PNG, or an .npz with 'images' (uint8 0..255 or float in "
+                    "[0, 1], [N, H, W, C]: measured here, PSNR/SSIM reported) or 'measurements' ([0, 1] units)")
+    sv.add_argument("--out", required=True, help="FILE.png or FILE.npz; both are written")
+    sv.add_argument("--solver", default="replacement", choices=["replacement", "repaint", "dps"])
+    sv.add_argument("--steps", type=int, default=100, help="sampler steps")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--noise-std", type=float, default=0.0, help="measurement noise std ([0, 1] image units)")
+    sv.add_argument("--mask-box", default=None, help="inpaint: TOP,LEFT,BOTTOM,RIGHT pixels hidden (default: centre)")
+    sv.add_argument("--factor", type=int, default=2, help="superres: downsampling factor")
+    sv.add_argument("--views", type=int, default=18, help="ct: projection angles in [0, pi)")
+    sv.add_argument("--blur-size", type=int, default=5, help="deblur: Gaussian kernel size (odd)")
+    sv.add_argument("--blur-sigma", type=float, default=1.0, help="deblur: Gaussian kernel std (pixels)")
+    sv.add_argument("--step-scale", type=float, default=1.0, help="dps: the step size zeta'")
+    sv.add_argument("--weight", type=float, default=1.0, help="replacement: data-consistency weight lambda")
+    sv.add_argument("--resample", type=int, default=5, help="repaint: resampling passes U")
+    sv.add_argument("--tv-lam", type=float, default=0.3, help="ct: the TV baseline's weight")
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -186,20 +248,74 @@ def cmd_eval(args):
             config.eval.ais_chains = args.ais_chains
     run, state, step = restore_for_inference(args.workdir, config)
     split = args.split or config.data.eval_split
-    source = get_source(config.data.name, split, data_dir=config.data.get("data_dir") or None)
-    results = evaluate(run.spec, eval_params(state, config), source, mesh=run.mesh,
-                       batch_size=args.batch_size or config.eval.batch_size, key=jax.random.PRNGKey(args.seed),
-                       num_examples=args.num_examples, progress=args.progress)
+    results = {}
+    if not args.no_nll:
+        source = get_source(config.data.name, split, data_dir=config.data.get("data_dir") or None)
+        results = evaluate(run.spec, eval_params(state, config), source, mesh=run.mesh,
+                           batch_size=args.batch_size or config.eval.batch_size, key=jax.random.PRNGKey(args.seed),
+                           num_examples=args.num_examples, progress=args.progress)
     report = {"workdir": args.workdir, "step": int(step), "dataset": config.data.name, "split": split,
               "preprocess": config.data.eval_preprocess,
-              "nll": {k: v for k, v in results.items() if _is_nll(v)},
+              "nll": {k: _labelled(k, v, config.data.eval_preprocess) for k, v in results.items() if _is_nll(v)},
               "metrics": {k: v for k, v in results.items() if not _is_nll(v)}}
+    if args.metrics:
+        from jgen.metrics.sample_quality import run_sample_quality
+
+        report["metrics"]["sample_quality"] = run_sample_quality(
+            run, state, metrics=args.metrics, num_samples=args.num_samples, features=args.features,
+            reference_split=args.reference_split, reference_path=args.reference_stats,
+            batch_size=args.sample_batch_size, seed=args.seed, label=args.label, max_rows=args.max_rows)
+    _emit(report, args.out)
+
+
+def _labelled(name, entry, preprocess):
+    """An NLL entry with its dequantization stated (jgen.metrics.likelihood.dequantization_label)."""
+    from jgen.metrics.likelihood import dequantization_label
+
+    return {**entry, "dequantization": entry.get("dequantization") or dequantization_label(name, preprocess)}
+
+
+def _emit(report, out):
+    import jax
+
     text = json.dumps(report, indent=2)
     if jax.process_index() == 0:
         print(text)
-        if args.out:
-            with open(args.out, "w") as f:
+        if out:
+            with open(out, "w") as f:
                 f.write(text + "\n")
+
+
+def cmd_eval_data(args):
+    from jgen.data import dataset_info
+    from jgen.metrics.sample_quality import dataset_vs_reference, default_feature_spec
+
+    features = args.features or default_feature_spec(
+        dataset_info(args.dataset, data_dir=args.data_dir).image_shape, args.dataset)
+    _emit(dataset_vs_reference(args.dataset, args.split, args.reference_split, metrics=args.metrics,
+                               features=features, preprocess=args.preprocess, num_examples=args.num_examples,
+                               reference_path=args.reference_stats, data_dir=args.data_dir,
+                               batch_size=args.batch_size, seed=args.seed, max_rows=args.max_rows), args.out)
+
+
+def cmd_ood(args):
+    from jgen.metrics.ood import ood_from_workdir
+
+    ood = [s for s in args.ood.split(",") if s] if args.ood else None
+    _emit(ood_from_workdir(args.workdir, ood=ood, num_examples=args.num_examples,
+                           num_heldout=args.num_heldout, split=args.split, estimator=args.estimator,
+                           typicality_batches=[int(m) for m in args.typicality_batch.split(",") if m],
+                           batch_size=args.batch_size, seed=args.seed), args.out)
+
+
+def cmd_solve(args):
+    from jgen.inverse.solve import solve
+
+    report = solve(args.workdir, args.task, args.input, args.out, solver=args.solver, steps=args.steps,
+                   seed=args.seed, noise_std=args.noise_std, step_scale=args.step_scale, weight=args.weight,
+                   resample_steps=args.resample, mask_box=args.mask_box, factor=args.factor, views=args.views,
+                   blur_size=args.blur_size, blur_sigma=args.blur_sigma, tv_lam=args.tv_lam)
+    print(json.dumps(report, indent=2))
 
 
 def _is_nll(entry) -> bool:
@@ -300,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd_sample(args)
         elif args.command == "eval":
             cmd_eval(args)
+        elif args.command == "eval-data":
+            cmd_eval_data(args)
+        elif args.command == "ood":
+            cmd_ood(args)
+        elif args.command == "solve":
+            cmd_solve(args)
         elif args.command == "latent":
             cmd_latent(args)
         elif args.command == "bench":
