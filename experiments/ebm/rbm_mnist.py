@@ -123,7 +123,7 @@ def main(argv=None):
         "log_z": float(log_z), "log_z_stderr": float(info["log_z_stderr"]),
         "ais_chains": args.ais_chains, "ais_temperatures": args.ais_temperatures, "ais_s": ais_s,
         "test_log_likelihood": float(log_p.mean()), "test_stderr": float(log_p.std() / np.sqrt(len(log_p))),
-        "test_examples": int(len(log_p)), "log": log,
+        "test_examples": len(log_p), "log": log,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2))
     with open(os.path.join(args.out, "results.json"), "w") as f:

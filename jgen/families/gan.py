@@ -13,6 +13,19 @@ same rate). `r1_weight` adds the R1 penalty (Mescheder et al. 2018);
 `model.conditional=True` feeds labels to both players (label concatenation for the
 MLPs, a projection discriminator for DCGAN; `jgen sample --label k`).
 
+`model.spectral_norm=True` spectrally normalises every discriminator layer (SN-GAN,
+Miyato et al. 2018: `SpectralDense` / `SpectralConv` of `jgen.models.gan.spectral_norm`,
+kernel W used as :math:`W/\sigma(W)` with :math:`\sigma` from power iteration). The
+discriminator's parameters are then the Flax variables ``{"params", "spectral"}``; the
+persistent power-iteration vectors u (and the last sigma) live in ``"spectral"``. Each
+critic update runs one power iteration on the real batch's forward pass
+(``update_stats=True``) and hands the new u back as ``"d_state"`` to
+`jgen.train.two_player`, which stores it in the parameters after the optimizer step; the
+fake batch, the penalties, the generator's step and evaluation read the stored u
+(``update_stats=False``, the same normalised weights). The optimizer never touches u
+(`params_only_optimizer`: `optax.multi_transform` routes ``"spectral"`` to
+`optax.set_to_zero`), and u is checkpointed with the parameters.
+
 A GAN has no likelihood: `jgen eval` reports the discriminator's mean output on real
 test images and on as many fresh samples (`critic_real`, `critic_fake`), a diagnostic;
 sample quality metrics (FID, KID, precision/recall) are the metrics issue's.
@@ -24,6 +37,8 @@ References:
   Goodfellow, I. et al. (2014). Generative Adversarial Nets. https://arxiv.org/abs/1406.2661
   Radford, A., Metz, L. & Chintala, S. (2016). DCGAN. https://arxiv.org/abs/1511.06434
   Nowozin, S., Cseke, B. & Tomioka, R. (2016). f-GAN. https://arxiv.org/abs/1606.00709
+  Miyato, T., Kataoka, T., Koyama, M. & Yoshida, Y. (2018). Spectral Normalization for
+    Generative Adversarial Networks. ICLR. https://arxiv.org/abs/1802.05957
 """
 
 import math
@@ -31,6 +46,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from ml_collections import ConfigDict
 
 from jgen.families.base import ModelSpec, check_image_batch
@@ -48,6 +64,7 @@ from jgen.models.gan import (
     MLPDiscriminator,
     MLPGenerator,
 )
+from jgen.models.gan.spectral_norm import SPECTRAL
 from jgen.train.optim import make_optimizer
 from jgen.train.two_player import make_two_player_update, paired_optimizer
 
@@ -70,6 +87,7 @@ def model_config(**overrides) -> ConfigDict:
     c.r1_weight = 0.0  # R1 penalty gamma (0 = off); the critic loss adds gamma / 2 * ||grad D(real)||^2
     c.d_learning_rate = 0.0  # 0 = optim.learning_rate
     c.conditional = False
+    c.spectral_norm = False  # SN-GAN: every discriminator layer spectrally normalised
     for k, v in overrides.items():
         c[k] = v
     return c
@@ -89,7 +107,8 @@ def _objective(name: str):
 
 def make_gan_players(g_apply: Callable, d_apply: Callable, *, objective: str, latent_dim: int,
                      to_data: Callable = lambda batch: batch["image"], labels_of: Callable = lambda batch: None,
-                     gp_weight: float = 10.0, r1_weight: float = 0.0, clip: float = 0.01):
+                     gp_weight: float = 10.0, r1_weight: float = 0.0, clip: float = 0.01,
+                     d_apply_train: Callable | None = None):
     """The two players' losses for `jgen.train.two_player.make_two_player_update`.
 
     Args:
@@ -102,6 +121,11 @@ def make_gan_players(g_apply: Callable, d_apply: Callable, *, objective: str, la
       gp_weight: WGAN-GP's lambda (objective "wgan_gp").
       r1_weight: the R1 penalty's gamma (0 = off).
       clip: WGAN's clipping constant (objective "wgan").
+      d_apply_train: for a discriminator with non-gradient state (spectral norm's u):
+        ``d_apply_train(d_params, x, labels) -> ([B] outputs, d_state)``, the forward
+        pass that advances the state; d_loss runs it on the real batch and returns
+        d_state in its aux under "d_state" (which `jgen.train.two_player` stores).
+        `d_apply` must give the same outputs without advancing it. None: no state.
 
     Returns:
       (d_loss, g_loss, d_project): ``d_loss(d, g, key, batch)`` and ``g_loss(g, d, key,
@@ -113,7 +137,12 @@ def make_gan_players(g_apply: Callable, d_apply: Callable, *, objective: str, la
         real, labels = to_data(batch), labels_of(batch)
         k_z, k_gp = jax.random.split(key)
         fake = jax.lax.stop_gradient(g_apply(g, jax.random.normal(k_z, (real.shape[0], latent_dim)), labels))
-        per = d_obj(d_apply(d, real, labels), d_apply(d, fake, labels))
+        d_state = None
+        if d_apply_train is None:
+            real_out = d_apply(d, real, labels)
+        else:  # one power iteration per critic update (Miyato et al., Algorithm 1)
+            real_out, d_state = d_apply_train(d, real, labels)
+        per = d_obj(real_out, d_apply(d, fake, labels))
         aux = {"objective": per}
         critic = lambda x, y=None: d_apply(d, x, y)
         if objective == "wgan_gp":
@@ -124,6 +153,8 @@ def make_gan_players(g_apply: Callable, d_apply: Callable, *, objective: str, la
             r1 = r1_penalty(critic, real, labels)
             aux["r1"] = r1
             per = per + 0.5 * r1_weight * r1
+        if d_state is not None:
+            aux["d_state"] = d_state
         return jnp.mean(per), aux
 
     def g_loss(g, d, key, batch):
@@ -134,6 +165,19 @@ def make_gan_players(g_apply: Callable, d_apply: Callable, *, objective: str, la
 
     d_project = (lambda d: clip_weights(d, clip)) if objective == "wgan" else None
     return d_loss, g_loss, d_project
+
+
+def _collection_labels(variables: dict) -> dict:
+    """"params" for every leaf of the "params" collection, "state" for the others (spectral)."""
+    return {name: jax.tree.map(lambda _, n=name: "params" if n == "params" else "state", tree)
+            for name, tree in variables.items()}
+
+
+def params_only_optimizer(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`opt` applied to the ``"params"`` collection of a Flax variables dict, zero updates for
+    every other collection (e.g. spectral normalisation's ``"spectral"`` u and sigma, which the
+    critic step sets; `optax.multi_transform` with `optax.set_to_zero`)."""
+    return optax.multi_transform({"params": opt, "state": optax.set_to_zero()}, _collection_labels)
 
 
 def build(config: ConfigDict, info) -> ModelSpec:
@@ -152,19 +196,26 @@ def build(config: ConfigDict, info) -> ModelSpec:
     if m.conditional and not num_classes:
         raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
     latent = int(m.latent_dim)
+    sn = bool(m.spectral_norm)
     if m.architecture == "mlp":
         gen = MLPGenerator(hidden=tuple(m.g_hidden), data_shape=image_shape, num_classes=num_classes)
-        disc = MLPDiscriminator(hidden=tuple(m.d_hidden), num_classes=num_classes)
+        disc = MLPDiscriminator(hidden=tuple(m.d_hidden), num_classes=num_classes, spectral_norm=sn)
     else:
         gen = DCGANGenerator(image_shape=image_shape, features=int(m.features), num_classes=num_classes)
-        disc = DCGANDiscriminator(image_shape=image_shape, features=int(m.features), num_classes=num_classes)
+        disc = DCGANDiscriminator(image_shape=image_shape, features=int(m.features), num_classes=num_classes,
+                                  spectral_norm=sn)
+    stats_kw = {"update_stats": False} if sn else {}  # read the stored u, store nothing
 
     def g_apply(g, z, labels):
         return gen.apply(g, z, labels)
 
     def d_apply(d, x, labels):
-        out = disc.apply(d, x, labels)
+        out = disc.apply(d, x, labels, **stats_kw)
         return out.reshape((x.shape[0],))
+
+    def d_apply_train(d, x, labels):  # spectral norm: advance u by one power iteration
+        out, updates = disc.apply(d, x, labels, update_stats=True, mutable=[SPECTRAL])
+        return out.reshape((x.shape[0],)), {SPECTRAL: updates[SPECTRAL]}
 
     def to_data(batch):
         check_image_batch(batch, image_shape, who="The GAN step")
@@ -175,20 +226,23 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     d_loss, g_loss, d_project = make_gan_players(
         g_apply, d_apply, objective=m.objective, latent_dim=latent, to_data=to_data, labels_of=labels_of,
-        gp_weight=float(m.gp_weight), r1_weight=float(m.r1_weight), clip=float(m.clip))
+        gp_weight=float(m.gp_weight), r1_weight=float(m.r1_weight), clip=float(m.clip),
+        d_apply_train=d_apply_train if sn else None)
     opt_g = make_optimizer(config.optim, config.train.num_steps)
     d_optim = config.optim.copy_and_resolve_references()
     if float(m.d_learning_rate):
         with d_optim.unlocked():
             d_optim.learning_rate = float(m.d_learning_rate)
     opt_d = make_optimizer(d_optim, config.train.num_steps)
+    if sn:  # the optimizer updates the weights only; u is set by the critic step
+        opt_d = params_only_optimizer(opt_d)
     update = make_two_player_update(d_loss, g_loss, opt_g, opt_d, n_critic=int(m.n_critic), d_project=d_project)
 
     def init(key):
         kg, kd = jax.random.split(key)
         labels = jnp.zeros((1,), jnp.int32) if num_classes else None
         return {"g": gen.init(kg, jnp.zeros((1, latent)), labels),
-                "d": disc.init(kd, jnp.zeros((1, *image_shape)), labels)}
+                "d": disc.init(kd, jnp.zeros((1, *image_shape)), labels, **stats_kw)}
 
     def loss_fn(params, key, batch):  # the generator's loss (for in-training evaluation)
         return g_loss(params["g"], params["d"], key, batch)
@@ -222,4 +276,4 @@ def training_defaults(config: ConfigDict) -> ConfigDict:
     return config
 
 
-__all__ = ["ARCHITECTURES", "build", "make_gan_players", "model_config", "training_defaults"]
+__all__ = ["ARCHITECTURES", "build", "make_gan_players", "model_config", "params_only_optimizer", "training_defaults"]

@@ -23,12 +23,22 @@ Algorithm 1, with clipping as `d_project`; Gulrajani et al. 2017, Algorithm 1.)
 Splitting the batch gives each critic iteration its own real examples, as those
 algorithms sample a new minibatch per iteration, without a larger input pipeline.
 
+**Non-gradient discriminator state.** If `d_loss`'s aux holds ``"d_state"``, a dict of
+the discriminator's non-gradient variable collections (e.g. ``{"spectral": ...}``, the
+power-iteration vectors of spectral normalisation, Miyato et al. 2018), those entries
+replace the same keys of the discriminator's parameters after each critic update (after
+`d_project`), so the state advances once per critic step inside the compiled loop and is
+checkpointed with the parameters. Keep the optimizer off those entries (their gradient
+is zero; the GAN family masks them with `optax.multi_transform`).
+
 References:
   Goodfellow, I. et al. (2014). Generative Adversarial Nets. NeurIPS. https://arxiv.org/abs/1406.2661
   Arjovsky, M., Chintala, S. & Bottou, L. (2017). Wasserstein GAN. ICML. https://arxiv.org/abs/1701.07875
   Gulrajani, I. et al. (2017). Improved Training of Wasserstein GANs. NeurIPS. https://arxiv.org/abs/1704.00028
   Heusel, M. et al. (2017). GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
     Equilibrium. NeurIPS. https://arxiv.org/abs/1706.08500 (two learning rates.)
+  Miyato, T. et al. (2018). Spectral Normalization for Generative Adversarial Networks. ICLR.
+    https://arxiv.org/abs/1802.05957 (the state carried as "d_state".)
 """
 
 from collections.abc import Callable
@@ -83,6 +93,8 @@ def make_two_player_update(d_loss: PlayerLoss, g_loss: PlayerLoss, opt_g: optax.
         global batch size must be divisible by it.
       d_project: applied to the discriminator after each of its updates (e.g. WGAN's
         weight clipping); None = identity.
+      (d_loss's aux may hold "d_state", non-gradient collections that replace those keys
+      of the discriminator after each of its updates; see the module docstring.)
 
     Returns:
       ``update(params, opt_state, key, batch) -> (params, opt_state, metrics)``, metrics
@@ -106,10 +118,14 @@ def make_two_player_update(d_loss: PlayerLoss, g_loss: PlayerLoss, opt_g: optax.
             d, state_d = carry
             i, chunk = xs
             (loss, aux), grads = jax.value_and_grad(d_loss, has_aux=True)(d, g, jax.random.fold_in(key, i), chunk)
+            aux = dict(aux)
+            d_state = aux.pop("d_state", None)  # e.g. spectral norm's u (see the module docstring)
             updates, state_d = opt_d.update(grads, state_d, d)
             d = optax.apply_updates(d, updates)
             if d_project is not None:
                 d = d_project(d)
+            if d_state is not None:
+                d = {**d, **d_state}
             means = {k: jnp.mean(v) for k, v in aux.items() if jnp.ndim(v) == 1}
             return (d, state_d), (loss, means, optax.tree.norm(grads))
 
