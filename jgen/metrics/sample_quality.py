@@ -347,6 +347,14 @@ def sample_batches(sample_fn: Callable, params, num: int, *, batch_size: int, se
 
     A class-conditional model gets labels cycling through its classes over the whole
     stream (balanced classes), or `label` for every sample.
+
+    For models of binarized data (`preprocess` ``binarize_*``) the samples are binary
+    draws: pixel p becomes 1 where ``uniform(fold_in(batch_key, 1)) < p``. A model's
+    distribution over binary images is what the binarized reference holds, while
+    families like the VAE return Bernoulli *means* from `ModelSpec.sample` (the usual
+    picture); scoring grey means against binary images would measure the picture
+    convention, not the model. Samples that are already binary (autoregressive
+    models) pass through unchanged.
     """
     sample = jax.jit(sample_fn, static_argnums=2)
     base = jax.random.PRNGKey(seed)
@@ -356,9 +364,14 @@ def sample_batches(sample_fn: Callable, params, num: int, *, batch_size: int, se
             labels = np.full((batch_size,), int(label), np.int32)
         elif num_classes:
             labels = ((start + np.arange(batch_size)) % num_classes).astype(np.int32)
-        out = sample(params, jax.random.fold_in(base, i), batch_size, labels)
+        key = jax.random.fold_in(base, i)
+        out = sample(params, key, batch_size, labels)
         out = np.asarray(out if out.is_fully_addressable else out.addressable_data(0))  # multi-host: replicated
-        yield samples_to_images(out[: min(batch_size, num - start)], preprocess)
+        images = samples_to_images(out, preprocess)
+        if preprocess.startswith("binarize"):
+            u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), images.shape))
+            images = (u < images).astype(np.float32)
+        yield images[: min(batch_size, num - start)]
 
 
 # -------------------------------------------------------------- reference statistics

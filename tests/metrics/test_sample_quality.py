@@ -168,11 +168,15 @@ def test_jgen_eval_metrics_writes_the_json(vae_workdir, tmp_path):
     assert sq["features"] == {"name": "pixels", "identity": "pixels:v1"} and sq["num_samples"] == 40
     assert sq["reference"]["split"] == "train" and sq["reference"]["preprocess"] == "binarize_static"
     assert not sq["reference"]["from_cache"] and sq["kid"]["stderr"] > 0
-    # Independently: the model's samples (batch i from fold_in(PRNGKey(1), i)) against the
-    # statically binarized training digits, FID by numpy.
+    # Independently: the model's samples (batch i from key_i = fold_in(PRNGKey(1), i)), drawn
+    # as binary images with uniform(fold_in(key_i, 1)) < p, against the statically
+    # binarized training digits, FID by numpy.
     sample = jax.jit(spec.sample, static_argnums=2)
-    samples = np.concatenate([np.asarray(sample(params, jax.random.fold_in(jax.random.PRNGKey(1), i), 16))
-                              for i in range(3)])[:40]
+    keys = [jax.random.fold_in(jax.random.PRNGKey(1), i) for i in range(3)]
+    probs = [np.asarray(sample(params, k, 16)) for k in keys]
+    samples = np.concatenate([(np.asarray(jax.random.uniform(jax.random.fold_in(k, 1), p.shape)) < p).astype(np.float32)
+                              for k, p in zip(keys, probs, strict=True)])[:40]
+    assert 0 < samples.mean() < 1 and not np.all(np.isin(np.concatenate(probs), (0.0, 1.0)))  # means were grey
     images, _ = digits_arrays("train")
     real = jax.jit(lambda x, i: binarize_static(to_unit_interval(x), i))(images, jnp.arange(len(images)))
     expect = fid_from_features(np.asarray(real).reshape(len(images), -1), samples.reshape(40, -1))
