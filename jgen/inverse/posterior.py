@@ -233,23 +233,38 @@ def replacement_sample(
     corrector_steps = _check_int(fn, "corrector_steps", corrector_steps)
     score = _checked(fn, "score_fn", score_fn, shape)
 
-    dt = (sde.t_min - sde.T) / num_steps  # < 0
-    key_init, key_steps = jax.random.split(key)
-
     def noised_y(k, t):  # y_t = alpha(t) y + sigma(t) z, a draw of the forward process
         alpha, sigma = sde.marginal(t)
         return _expand(alpha, y) * y + _expand(sigma, y) * jax.random.normal(k, y.shape, dtype)
+
+    return consistent_pc_loop(key, score, shape, y, lambda x, v: _replace(A, x, v), noised_y, sde=sde,
+                              num_steps=num_steps, snr=snr, corrector=corrector, corrector_steps=corrector_steps,
+                              denoise=denoise, dtype=dtype)
+
+
+def consistent_pc_loop(key: PRNGKey, score: ScoreFn, shape: tuple[int, ...], y: Array,
+                       project: Callable[[Array, Array], Array], noised_y: Callable[[PRNGKey, Array], Array], *,
+                       sde: LinearSDE, num_steps: int, snr: float, corrector: bool, corrector_steps: int,
+                       denoise: bool, dtype) -> tuple[Array, PosteriorInfo]:
+    """The predictor–corrector loop shared by `replacement_sample` and
+    `jgen.inverse.projection.projection_sample` (inputs already checked): after every
+    reverse-diffusion predictor step and every Langevin corrector step, ``x =
+    project(x, noised_y(k, t))`` makes x consistent with a draw of the measurement at
+    the new time; with `denoise`, a final Tweedie step at t_min projected onto y itself.
+    """
+    dt = (sde.t_min - sde.T) / num_steps  # < 0
+    key_init, key_steps = jax.random.split(key)
 
     def step(i, x):
         t = jnp.full(shape[:1], sde.T + i * dt, dtype)
         k_p, k_py, k_c = jax.random.split(jax.random.fold_in(key_steps, i), 3)
         x = reverse_diffusion_predictor(k_p, x, t, dt, score, sde)  # t_i -> t_{i+1}
-        x = _replace(A, x, noised_y(k_py, t + dt))
+        x = project(x, noised_y(k_py, t + dt))
 
-        def correct(j, x):  # Langevin at t_{i+1}, then replace again (Song et al. App. I.2)
+        def correct(j, x):  # Langevin at t_{i+1}, then project again (Song et al. App. I.2)
             k, k_y = jax.random.split(jax.random.fold_in(k_c, j))
             x = langevin_corrector(k, x, t + dt, dt, score, sde, snr=snr)
-            return _replace(A, x, noised_y(k_y, t + dt))
+            return project(x, noised_y(k_y, t + dt))
 
         return lax.fori_loop(0, corrector_steps, correct, x) if corrector else x
 
@@ -258,7 +273,7 @@ def replacement_sample(
     nfe = num_steps * (1 + corrector_steps * bool(corrector))
     if denoise:  # Tweedie at t_min, then the observed part is y itself
         t = jnp.full(shape[:1], sde.t_min, dtype)
-        x = _replace(A, _tweedie(x, score(x, t), *sde.marginal(t)), y)
+        x = project(_tweedie(x, score(x, t), *sde.marginal(t)), y)
         nfe += 1
     return x, PosteriorInfo(nfe=int(nfe))
 

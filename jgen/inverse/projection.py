@@ -47,7 +47,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jgen.inverse.operators import LinearOperator
 from jgen.inverse.posterior import (
@@ -59,9 +58,8 @@ from jgen.inverse.posterior import (
     _check_shape,
     _check_y,
     _checked,
-    _tweedie,
+    consistent_pc_loop,
 )
-from jgen.samplers.pc import langevin_corrector, reverse_diffusion_predictor
 from jgen.sde.sde import LinearSDE, _expand
 from jgen.typing import Array, PRNGKey
 
@@ -141,30 +139,8 @@ def projection_sample(
         eps = jax.random.normal(k, shape, dtype)
         return _expand(alpha, y) * y + _expand(sigma, y) * A.forward(eps)
 
-    dt = (sde.t_min - sde.T) / num_steps  # < 0
-    key_init, key_steps = jax.random.split(key)
-
-    def step(i, x):
-        t = jnp.full(shape[:1], sde.T + i * dt, dtype)
-        k_p, k_py, k_c = jax.random.split(jax.random.fold_in(key_steps, i), 3)
-        x = reverse_diffusion_predictor(k_p, x, t, dt, score, sde)
-        x = consistent(x, noised_y(k_py, t + dt))
-
-        def correct(j, x):
-            k, k_y = jax.random.split(jax.random.fold_in(k_c, j))
-            x = langevin_corrector(k, x, t + dt, dt, score, sde, snr=snr)
-            return consistent(x, noised_y(k_y, t + dt))
-
-        return lax.fori_loop(0, corrector_steps, correct, x) if corrector else x
-
-    x = sde.prior_sample(key_init, shape, dtype)
-    x = lax.fori_loop(0, num_steps, step, x)
-    nfe = num_steps * (1 + corrector_steps * bool(corrector))
-    if denoise:
-        t = jnp.full(shape[:1], sde.t_min, dtype)
-        x = consistent(_tweedie(x, score(x, t), *sde.marginal(t)), y)
-        nfe += 1
-    return x, PosteriorInfo(nfe=int(nfe))
+    return consistent_pc_loop(key, score, shape, y, consistent, noised_y, sde=sde, num_steps=num_steps, snr=snr,
+                              corrector=corrector, corrector_steps=corrector_steps, denoise=denoise, dtype=dtype)
 
 
 __all__ = ["InverseFn", "projection_sample"]
