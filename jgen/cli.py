@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="a .png grid or an .npz of samples")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class to sample (class-conditional models)")
+    s.add_argument("--condition", default=None,
+                   help="conditional models: 3 | 'text=a large 7 in the top left' | 'vector=v1,v2,...' | "
+                        "image=FILE[;box=T,L,B,R] | split=test (see jgen.conditioning.parse)")
+    s.add_argument("--guidance-scale", type=float, default=None,
+                   help="diffusion models: classifier-free guidance weight (default: model.guidance_scale)")
 
     lt = sub.add_parser("latent", help="reconstructions, interpolations, traversals, per-class grids (PNG)")
     lt.add_argument("what", choices=["reconstruct", "interpolate", "traverse", "classes"])
@@ -208,12 +213,31 @@ def cmd_sample(args):
     import numpy as np
 
     from jgen.train.artifacts import save_image_grid
-    from jgen.train.loop import generate, restore_for_inference
+    from jgen.train.loop import data_conditions, generate, restore_for_inference
 
-    run, state, step = restore_for_inference(args.workdir)
-    images = generate(run, state, args.num, seed=args.seed, label=args.label)
+    config = None
+    if args.guidance_scale is not None:
+        from jgen.config import load_saved_config
+
+        config = load_saved_config(args.workdir)
+        if "guidance_scale" not in config.model:
+            raise SystemExit(f"error: --guidance-scale: the model in {args.workdir} has no guidance "
+                             "(classifier-free guidance is a diffusion-family option).")
+        config.model.guidance_scale = float(args.guidance_scale)
+    run, state, step = restore_for_inference(args.workdir, config)
+    condition = None
+    if args.condition is not None:
+        from jgen.conditioning.parse import parse_condition
+
+        if args.label is not None:
+            raise SystemExit("error: give --label or --condition, not both.")
+        condition = parse_condition(run.spec.condition, args.condition, args.num,
+                                    data_conditions=lambda split, n: data_conditions(run, n, split=split,
+                                                                                     seed=args.seed))
+    images = generate(run, state, args.num, seed=args.seed, label=args.label, condition=condition)
     if args.out.endswith(".npz"):
-        np.savez(args.out, samples=images, step=step)
+        extra = {"condition": condition} if condition is not None else {}
+        np.savez(args.out, samples=images, step=step, **extra)
     elif args.out.endswith(".png"):
         save_image_grid(images, args.out)
     else:

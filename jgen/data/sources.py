@@ -1,7 +1,10 @@
 """Random-access example sources: the protocol every dataset satisfies (`len(source)`,
 `source[i] -> {"image": uint8 [H, W, C], "label": int}`), an in-memory source,
 `gather` to stack a batch, and `get_source` / `dataset_info` to open a dataset by
-name: "digits" is embedded, any other name is a prepared TFDS dataset.
+name: "digits" is embedded; "captioned_digits" (digits placed and captioned on a 24x24
+canvas), "photo_patches[S]" (scikit-learn's two colour photographs cut into SxS
+patches) and "phantoms[S]" (CT phantoms) are procedural; any other name is a prepared
+TFDS dataset.
 
 Example:
     >>> source = get_source("digits", "train")
@@ -16,7 +19,7 @@ import numpy as np
 
 from jgen.data import digits, tfds_sources
 
-GATHERED_KEYS = ("image", "label")  # other features (e.g. TFDS "id") are dropped
+GATHERED_KEYS = ("image", "label", "tokens", "vector")  # other features (e.g. TFDS "id") are dropped
 
 
 class Source(Protocol):
@@ -35,11 +38,18 @@ class DatasetInfo(NamedTuple):
         image_shape: `(H, W, C)` of one image.
         num_classes: number of label values, or None for unlabelled datasets.
         num_examples: split name -> number of examples.
+        vocab: captioned datasets: the words of the "tokens" feature (index 0 =
+            padding); () otherwise.
+        max_tokens: captioned datasets: length of the "tokens" feature.
+        vector_dim: datasets with a "vector" feature: its size; 0 otherwise.
     """
 
     image_shape: tuple[int, int, int]
     num_classes: int | None
     num_examples: dict[str, int]
+    vocab: tuple[str, ...] = ()
+    max_tokens: int = 0
+    vector_dim: int = 0
 
 
 class ArraySource:
@@ -55,7 +65,7 @@ class ArraySource:
         (2, 7)
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, extras: Mapping[str, np.ndarray] | None = None):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -72,12 +82,19 @@ class ArraySource:
                 f"number of images); got {labels.dtype} {list(labels.shape)}."
             )
         self.images, self.labels = images, labels
+        self.extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
+        for k, v in self.extras.items():
+            if len(v) != len(images):
+                raise ValueError(f"ArraySource: feature {k!r} has {len(v)} rows; the images have {len(images)}.")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.images[index], "label": int(self.labels[index])}
+        example = {"image": self.images[index], "label": int(self.labels[index])}
+        for k, v in self.extras.items():
+            example[k] = v[index]
+        return example
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         return [self[i] for i in indices]
@@ -159,6 +176,17 @@ def get_source(
     """
     if name == "digits":
         return digits_source(split)
+    if name == "captioned_digits":
+        from jgen.data.captioned_digits import captioned_arrays
+
+        a = captioned_arrays(split)
+        return ArraySource(a["image"], a["label"], {"tokens": a["tokens"], "vector": a["vector"]})
+    if name.startswith("photo_patches"):
+        from jgen.data.photo_patches import patch_size, photo_patch_arrays
+
+        size = patch_size(name)
+        if size is not None:
+            return ArraySource(*photo_patch_arrays(split, size))
     if name.startswith("phantoms"):  # procedural CT phantoms (jgen.inverse.phantom_dataset)
         from jgen.inverse.phantom_dataset import phantom_arrays, phantom_size
 
@@ -184,6 +212,17 @@ def dataset_info(name: str, *, data_dir: str | None = None) -> DatasetInfo:
     """
     if name == "digits":
         return DatasetInfo(digits.IMAGE_SHAPE, digits.NUM_CLASSES, dict(digits.NUM_EXAMPLES))
+    if name == "captioned_digits":
+        from jgen.data import captioned_digits as cd
+
+        return DatasetInfo(cd.IMAGE_SHAPE, digits.NUM_CLASSES, dict(cd.NUM_EXAMPLES), cd.VOCAB, cd.MAX_TOKENS,
+                           cd.VECTOR_DIM)
+    if name.startswith("photo_patches"):
+        from jgen.data.photo_patches import num_examples, patch_size
+
+        size = patch_size(name)
+        if size is not None:
+            return DatasetInfo((size, size, 3), 2, num_examples(size))
     if name.startswith("phantoms"):
         from jgen.inverse.phantom_dataset import NUM_EXAMPLES, phantom_size
 

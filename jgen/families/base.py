@@ -18,9 +18,10 @@ class ModelSpec(NamedTuple):
       init: `init(key) -> params`.
       loss_fn: `loss_fn(params, key, batch) -> (loss, aux)`; aux holds named
         per-example terms [B].
-      sample: `sample(params, key, num, labels=None) -> images [num, H, W, C]` in
-        [0, 1]; a conditional model samples the given int labels [num] (default:
-        labels cycling through the classes).
+      sample: `sample(params, key, num, condition=None) -> images [num, H, W, C]` in
+        [0, 1]; a conditional model samples the given raw condition [num, ...] (see
+        `jgen.conditioning`; for class labels int [num], default: labels cycling
+        through the classes).
       eval_fn: `eval_fn(params, key, batch) -> {estimator: per-example NLL [B] in nats}`,
         e.g. {"ELBO": ..., "IWAE-5000": ...}; padded rows are masked by the caller.
       num_dims: the number of data dimensions, for bits/dim.
@@ -58,6 +59,8 @@ class ModelSpec(NamedTuple):
         (params, opt_state, metrics)`, run by the compiled train step instead of the
         gradient step on `loss_fn` (e.g. n_critic discriminator updates then one
         generator update); None: the gradient step on `loss_fn`.
+      condition: the model's `jgen.conditioning.ConditionSpec` (None: unconditional);
+        `condition_of(spec, batch, key)` gives a batch's raw condition.
       sampler_fns: diffusion models: a `jgen.families.diffusion.SamplerFns`, every
         sampler the model runs (for `jgen bench samplers`); None for other families.
     """
@@ -82,6 +85,7 @@ class ModelSpec(NamedTuple):
     optimizer: object | None = None
     update: Callable | None = None
     pre_update: Callable | None = None
+    condition: object | None = None
 
 
 def check_image_batch(batch, image_shape, *, who: str) -> None:

@@ -340,13 +340,16 @@ def dataset_batches(source, preprocess: str, *, batch_size: int, num_examples: i
 
 
 def sample_batches(sample_fn: Callable, params, num: int, *, batch_size: int, seed: int = 0,
-                   num_classes: int = 0, label: int | None = None, preprocess: str = "") -> Iterator[np.ndarray]:
+                   num_classes: int = 0, label: int | None = None, preprocess: str = "",
+                   conditions: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Yields `num` samples of `sample_fn(params, key, n, labels)` (a `ModelSpec.sample`)
     as [0, 1] images, `batch_size` at a time (batch i uses ``fold_in(PRNGKey(seed), i)``;
     the last batch is drawn full-size and truncated, so the sampler compiles once).
 
     A class-conditional model gets labels cycling through its classes over the whole
-    stream (balanced classes), or `label` for every sample.
+    stream (balanced classes), or `label` for every sample. Other conditional models
+    get `conditions` (raw conditions [M, ...], e.g. the test split's captions), cycled
+    over the stream.
 
     For models of binarized data (`preprocess` ``binarize_*``) the samples are binary
     draws: pixel p becomes 1 where ``uniform(fold_in(batch_key, 1)) < p``. A model's
@@ -362,6 +365,8 @@ def sample_batches(sample_fn: Callable, params, num: int, *, batch_size: int, se
         labels = None
         if label is not None:
             labels = np.full((batch_size,), int(label), np.int32)
+        elif conditions is not None:
+            labels = np.asarray(conditions)[(start + np.arange(batch_size)) % len(conditions)]
         elif num_classes:
             labels = ((start + np.arange(batch_size)) % num_classes).astype(np.int32)
         key = jax.random.fold_in(base, i)
@@ -568,7 +573,7 @@ def _report(extractor, reference, path, from_cache, n, metrics, values) -> dict:
 def evaluate_samples(sample_fn: Callable, params, extractor: FeatureExtractor, reference: ReferenceStats, *,
                      metrics: Sequence[str], num_samples: int, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
                      num_classes: int = 0, label: int | None = None, preprocess: str = "",
-                     max_rows: int = DEFAULT_MAX_ROWS) -> dict:
+                     max_rows: int = DEFAULT_MAX_ROWS, conditions: np.ndarray | None = None) -> dict:
     """Sample-quality metrics of `num_samples` draws of a `ModelSpec.sample` function.
 
     Samples are streamed (`sample_batches` -> `stream_features`); only the first
@@ -582,7 +587,7 @@ def evaluate_samples(sample_fn: Callable, params, extractor: FeatureExtractor, r
         raise ValueError(f"--num-samples must be at least 2 (FID needs a covariance); got {num_samples}.")
     need_rows = bool({"kid", "pr"} & set(metrics))
     batches = sample_batches(sample_fn, params, num_samples, batch_size=min(batch_size, num_samples), seed=seed,
-                             num_classes=num_classes, label=label, preprocess=preprocess)
+                             num_classes=num_classes, label=label, preprocess=preprocess, conditions=conditions)
     gen = stream_features(extractor, batches, total=num_samples, moments="fid" in metrics, probs="is" in metrics,
                           keep=max_rows if need_rows else 0)
     return compare(gen, reference, metrics, seed=seed)
@@ -623,10 +628,17 @@ def run_sample_quality(run, state, *, metrics: Sequence[str], num_samples: int, 
         extractor, dataset=dataset, split=split, preprocess=preprocess, path=reference_path,
         data_dir=config.data.get("data_dir") or None, max_rows=max_rows, batch_size=batch_size,
         write=jax.process_index() == 0)
+    conditions = None
+    cond = getattr(run.spec, "condition", None)
+    if cond is not None and cond.kind != "label":  # captions, vectors, measurements: the eval split's, in turn
+        from jgen.train.loop import data_conditions
+
+        n_eval = int(run.info.num_examples.get(config.data.eval_split, num_samples) or num_samples)
+        conditions = data_conditions(run, min(num_samples, n_eval), seed=seed)
     values = evaluate_samples(run.spec.sample, eval_params(state, config), extractor, reference, metrics=metrics,
                               num_samples=num_samples, batch_size=batch_size, seed=seed,
                               num_classes=run.spec.num_classes, label=label,
-                              preprocess=config.data.eval_preprocess, max_rows=max_rows)
+                              preprocess=config.data.eval_preprocess, max_rows=max_rows, conditions=conditions)
     return _report(extractor, reference, path, cached, num_samples, metrics, values)
 
 

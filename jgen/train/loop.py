@@ -142,12 +142,16 @@ def materialize(source, chunk: int = 4096) -> ArraySource:
     """
     if isinstance(source, ArraySource):
         return source
-    images, labels = [], []
+    images, labels, extras = [], [], {}
     for start in range(0, len(source), chunk):
         b = gather(source, np.arange(start, min(start + chunk, len(source))))
         images.append(b["image"])
         labels.append(b["label"])
-    return ArraySource(np.concatenate(images), np.concatenate(labels))
+        for k in ("tokens", "vector"):
+            if k in b:
+                extras.setdefault(k, []).append(b[k])
+    return ArraySource(np.concatenate(images), np.concatenate(labels),
+                       {k: np.concatenate(v) for k, v in extras.items()})
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str, *, progress: bool = True) -> TrainState:
@@ -346,22 +350,51 @@ class _Logger:
         self._bar.close()
 
 
-def generate(run: Run, state: TrainState, num: int, *, seed: int = 0, label: int | None = None) -> np.ndarray:
+def data_conditions(run: Run, num: int, *, split: str | None = None, seed: int = 0) -> np.ndarray | None:
+    """Raw conditions of the first `num` examples of a split (default: the config's
+    eval split), for preview grids and sample-quality metrics of a conditional model
+    whose condition is not a class label (captions, vectors, measured images; image
+    conditions draw any random holes from `seed`). None for unconditional models.
+    Fewer examples than `num` are cycled."""
+    from jgen.conditioning import condition_of
+
+    cond = getattr(run.spec, "condition", None)
+    if cond is None:
+        return None
+    config = run.config
+    source = get_source(config.data.name, split or config.data.eval_split,
+                        data_dir=config.data.get("data_dir") or None)
+    idx = np.arange(int(num)) % len(source)
+    batch = gather(source, idx)
+    return np.asarray(condition_of(cond, batch, jax.random.PRNGKey(seed)))
+
+
+def generate(run: Run, state: TrainState, num: int, *, seed: int = 0, label: int | None = None,
+             condition=None) -> np.ndarray:
     """`num` samples [num, H, W, C] in [0, 1] from the state's eval parameters, as numpy.
 
     `label` asks a class-conditional model for that class only (default: the
-    classes in turn).
+    classes in turn). `condition` is a raw condition [num, ...] for any conditional
+    model (see `jgen.conditioning`); by default a conditional model whose condition is
+    not a label gets the conditions of the eval split's first `num` examples.
     """
+    from jgen.conditioning import check_condition
+
+    spec_cond = getattr(run.spec, "condition", None)
     labels = None
     if label is not None:
         if not run.spec.num_classes:
             raise ValueError(
                 f"--label {label} needs a class-conditional model; this one is not (set "
-                "model.conditional=true when training)."
+                "model.conditional=true or model.condition.kind='label' when training)."
             )
         if not 0 <= label < run.spec.num_classes:
             raise ValueError(f"--label {label} is out of range: the model has {run.spec.num_classes} classes.")
         labels = np.full((int(num),), label, np.int32)
+    elif condition is not None:
+        labels = np.asarray(check_condition(spec_cond, condition, int(num), who="generate"))
+    elif spec_cond is not None and spec_cond.kind != "label":
+        labels = data_conditions(run, int(num), seed=seed)
     sample = jax.jit(run.spec.sample, static_argnums=2, out_shardings=replicated(run.mesh))
     out = sample(eval_params(state, run.config), jax.random.PRNGKey(seed + 2), int(num), labels)
     return host_value(out)
