@@ -153,8 +153,8 @@ def resolve(config: ConfigDict, info) -> ConditionSpec | None:
         raise ValueError(f"model.condition.p_uncond must lie in [0, 1); received {p_uncond}.")
     shape = tuple(int(d) for d in info.image_shape)
     name = config.data.name
-    common = dict(kind=kind, p_uncond=p_uncond, embed_dim=int(c.get("embed_dim", 64)), image_shape=shape,
-                  text_layers=int(c.get("text_layers", 2)), text_heads=int(c.get("text_heads", 4)))
+    common = {"kind": kind, "p_uncond": p_uncond, "embed_dim": int(c.get("embed_dim", 64)), "image_shape": shape,
+              "text_layers": int(c.get("text_layers", 2)), "text_heads": int(c.get("text_heads", 4))}
     if kind == "label":
         if not info.num_classes:
             raise ValueError(f"A label-conditional model needs a labelled dataset; {name!r} has no classes. "

@@ -13,7 +13,8 @@ Example:
     ((4, 8, 8, 1), dtype('int32'), [0, 1, 2, 3])
 """
 
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
