@@ -35,7 +35,7 @@ LATENT_COMMANDS = ("reconstruct", "interpolate", "traverse", "classes")
 DEFAULT_TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 9)
 NUM_ACTIVE_DIMS = 8  # rows of a traversal when dims=None
 ACTIVE_UNITS_EXAMPLES = 256  # examples `latent_command` ranks the dimensions over
-_BATCH_KEYS = ("image", "label", "index")
+_BATCH_KEYS = ("image", "label", "index", "tokens", "vector")
 
 
 # ---- checks -----------------------------------------------------------------
@@ -70,6 +70,13 @@ def _model_batch(spec: ModelSpec, batch, who: str) -> dict:
 
 
 def _labels(spec: ModelSpec, batch):
+    """The batch's raw condition for a conditional model's decoder (None: unconditional).
+    Image conditions are measured with a fixed key (the same holes on every call)."""
+    cond = getattr(spec, "condition", None)
+    if cond is not None and cond.kind != "label":
+        from jgen.conditioning import condition_of
+
+        return condition_of(cond, batch, jax.random.PRNGKey(0))
     return batch["label"] if spec.num_classes else None
 
 
@@ -124,7 +131,7 @@ def _interpolate(spec, params, batch_a, batch_b, steps, spherical):
     b, d = z_a.shape
     labels = _labels(spec, batch_a)
     if labels is not None:
-        labels = jnp.repeat(jnp.asarray(labels), steps)
+        labels = jnp.repeat(jnp.asarray(labels), steps, axis=0)
     images = spec.decode(params, z.reshape(b * steps, d), labels)
     return images.reshape((b, steps) + images.shape[1:])
 
@@ -194,7 +201,7 @@ def _traversal(spec, params, batch, dims, values):
     k, v, d = z.shape
     labels = _labels(spec, batch)
     if labels is not None:
-        labels = jnp.full((k * v,), jnp.asarray(labels)[0])
+        labels = jnp.broadcast_to(jnp.asarray(labels)[:1], (k * v, *jnp.shape(labels)[1:]))
     images = spec.decode(params, z.reshape(k * v, d), labels)
     return images.reshape((k, v) + images.shape[1:])
 

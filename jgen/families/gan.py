@@ -10,8 +10,18 @@ discriminator updates run per generator update inside the compiled step
 and the discriminator's at `d_learning_rate` (two time-scale update rule; 0 = the
 same rate). `r1_weight` adds the R1 penalty (Mescheder et al. 2018);
 `train.ema_decay` averages the generator's weights, which sampling uses.
-`model.conditional=True` feeds labels to both players (label concatenation for the
-MLPs, a projection discriminator for DCGAN; `jgen sample --label k`).
+`model.conditional=True` (or `model.condition.kind="label"`) feeds labels to both
+players (label concatenation for the MLPs, a projection discriminator for DCGAN; `jgen
+sample --label k`). `model.condition.kind` = "vector", "tokens" (captions) or "image"
+(superres / colorize / inpaint measurements; `jgen.conditioning`) gives each player its
+own `jgen.conditioning.ConditionEncoder` (the ``"condition"`` subtree of
+``params["g"]`` and of ``params["d"]``, each trained by its own player's loss): the
+generator concatenates the embedding to z (and the image map to its input / feature
+maps), the discriminator is a projection discriminator on the embedding (Miyato &
+Koyama 2018) with the image map concatenated to its input. A real image and its fake
+share the real image's condition. The GAN trains without condition dropout
+(`model.condition.p_uncond` is ignored: no guidance is defined for a GAN);
+`sample(params, key, num, condition)` draws G(z, c), z ~ N(0, I).
 
 `model.spectral_norm=True` spectrally normalises every discriminator layer (SN-GAN,
 Miyato et al. 2018: `SpectralDense` / `SpectralConv` of `jgen.models.gan.spectral_norm`,
@@ -37,6 +47,8 @@ References:
   Goodfellow, I. et al. (2014). Generative Adversarial Nets. https://arxiv.org/abs/1406.2661
   Radford, A., Metz, L. & Chintala, S. (2016). DCGAN. https://arxiv.org/abs/1511.06434
   Nowozin, S., Cseke, B. & Tomioka, R. (2016). f-GAN. https://arxiv.org/abs/1606.00709
+  Miyato, T. & Koyama, M. (2018). cGANs with Projection Discriminator. ICLR.
+    https://arxiv.org/abs/1802.05637
   Miyato, T., Kataoka, T., Koyama, M. & Yoshida, Y. (2018). Spectral Normalization for
     Generative Adversarial Networks. ICLR. https://arxiv.org/abs/1802.05957
 """
@@ -49,6 +61,13 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
+from jgen.conditioning.spec import (
+    check_condition,
+    condition_config,
+    condition_of,
+    default_condition,
+    resolve,
+)
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.fgan import FDIVERGENCES, fgan_d_loss, fgan_g_loss, get_fdivergence
 from jgen.losses.gan import (
@@ -86,7 +105,8 @@ def model_config(**overrides) -> ConfigDict:
     c.gp_weight = 10.0  # wgan_gp
     c.r1_weight = 0.0  # R1 penalty gamma (0 = off); the critic loss adds gamma / 2 * ||grad D(real)||^2
     c.d_learning_rate = 0.0  # 0 = optim.learning_rate
-    c.conditional = False
+    c.conditional = False  # class labels (the older spelling of condition.kind="label")
+    c.condition = condition_config()  # any condition kind (see jgen.conditioning.spec); p_uncond unused
     c.spectral_norm = False  # SN-GAN: every discriminator layer spectrally normalised
     for k, v in overrides.items():
         c[k] = v
@@ -192,18 +212,22 @@ def build(config: ConfigDict, info) -> ModelSpec:
             raise ValueError(f"The GAN family generates pixels on [-1, 1] (tanh): set data.{key}='symmetric' "
                              f"(got {config.data[key]!r}).")
     image_shape = tuple(info.image_shape)
-    num_classes = int(info.num_classes) if m.conditional else 0
-    if m.conditional and not num_classes:
-        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
+    cond = resolve(config, info)
+    labelled = cond is not None and cond.kind == "label"  # the label path (one-hot / embed table), unchanged
+    embedded = cond if cond is not None and not labelled else None  # each player's own ConditionEncoder
+    num_classes = cond.num_classes if labelled else 0
     latent = int(m.latent_dim)
     sn = bool(m.spectral_norm)
     if m.architecture == "mlp":
-        gen = MLPGenerator(hidden=tuple(m.g_hidden), data_shape=image_shape, num_classes=num_classes)
-        disc = MLPDiscriminator(hidden=tuple(m.d_hidden), num_classes=num_classes, spectral_norm=sn)
+        gen = MLPGenerator(hidden=tuple(m.g_hidden), data_shape=image_shape, num_classes=num_classes,
+                           condition=embedded)
+        disc = MLPDiscriminator(hidden=tuple(m.d_hidden), num_classes=num_classes, spectral_norm=sn,
+                                condition=embedded)
     else:
-        gen = DCGANGenerator(image_shape=image_shape, features=int(m.features), num_classes=num_classes)
+        gen = DCGANGenerator(image_shape=image_shape, features=int(m.features), num_classes=num_classes,
+                             condition=embedded)
         disc = DCGANDiscriminator(image_shape=image_shape, features=int(m.features), num_classes=num_classes,
-                                  spectral_norm=sn)
+                                  spectral_norm=sn, condition=embedded)
     stats_kw = {"update_stats": False} if sn else {}  # read the stored u, store nothing
 
     def g_apply(g, z, labels):
@@ -221,8 +245,11 @@ def build(config: ConfigDict, info) -> ModelSpec:
         check_image_batch(batch, image_shape, who="The GAN step")
         return jnp.asarray(batch["image"], jnp.float32) / 127.5 - 1.0  # data.preprocess="symmetric"
 
-    def labels_of(batch):
-        return jnp.asarray(batch["label"], jnp.int32) if num_classes else None
+    def labels_of(batch):  # the raw condition of a batch, shared by its real and fake examples
+        if cond is None:
+            return None
+        # Image conditions with random holes (inpaint) draw them per training step.
+        return condition_of(cond, batch, jax.random.fold_in(jax.random.PRNGKey(0), batch.get("step", 0)))
 
     d_loss, g_loss, d_project = make_gan_players(
         g_apply, d_apply, objective=m.objective, latent_dim=latent, to_data=to_data, labels_of=labels_of,
@@ -240,17 +267,18 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     def init(key):
         kg, kd = jax.random.split(key)
-        labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+        labels = None if cond is None else jnp.zeros((1, *cond.shape), cond.dtype)
         return {"g": gen.init(kg, jnp.zeros((1, latent)), labels),
                 "d": disc.init(kd, jnp.zeros((1, *image_shape)), labels, **stats_kw)}
 
     def loss_fn(params, key, batch):  # the generator's loss (for in-training evaluation)
         return g_loss(params["g"], params["d"], key, batch)
 
-    def sample(params, key, num, labels=None):
-        if num_classes and labels is None:
-            labels = jnp.arange(num) % num_classes
-        x = g_apply(params["g"], jax.random.normal(key, (num, latent)), labels)
+    def sample(params, key, num, condition=None):
+        if condition is None:
+            condition = default_condition(cond, num)  # labels cycle through the classes
+        condition = check_condition(cond, condition, num, who="The GAN sampler")
+        x = g_apply(params["g"], jax.random.normal(key, (num, latent)), condition)
         return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
     def eval_fn(params, key, batch):
@@ -263,7 +291,7 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     return ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=math.prod(image_shape),
                      nll_estimators=(), summarize=summarize, num_classes=num_classes,
-                     optimizer=paired_optimizer(opt_g, opt_d), update=update)
+                     optimizer=paired_optimizer(opt_g, opt_d), update=update, condition=cond)
 
 
 def training_defaults(config: ConfigDict) -> ConfigDict:

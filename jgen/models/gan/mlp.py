@@ -1,5 +1,6 @@
-"""MLP generator and discriminator for GANs on vectors and small images, optionally
-class-conditional by concatenating a one-hot label to the input (Mirza & Osindero 2014).
+r"""MLP generator and discriminator for GANs on vectors and small images, optionally
+class-conditional by concatenating a one-hot label to the input (Mirza & Osindero 2014),
+or conditional on any other condition of `jgen.conditioning` (``condition=spec``).
 
 Architecture only: the generator maps noise z [B, latent_dim] (and integer labels y [B])
 to samples [B, *data_shape]; the discriminator maps samples (and labels) to one raw output
@@ -9,11 +10,25 @@ normalisation (`jgen.models.gan.spectral_norm`), in which case its ``__call__`` 
 keyword ``update_stats`` (see that module for how the training step threads the
 ``"spectral"`` collection).
 
+**Other conditions** (``condition`` a `jgen.conditioning.ConditionSpec` of kind "vector",
+"tokens" or "image"; then y is the *raw* condition [B, ...]): each network has its own
+`jgen.conditioning.ConditionEncoder` submodule ``"condition"`` (so each player of the
+two-player game owns and trains its own), giving vec [B, D] and, for kind "image", a map
+cmap [B, H, W, C']. The generator reads [z, vec, flatten(cmap)]. The discriminator
+flattens [x, cmap] into its MLP, whose last hidden layer is the feature vector
+:math:`\phi(x)`, and is a projection discriminator (Miyato & Koyama 2018, Eq. 3) on vec:
+
+.. math:: D(x, c) = \psi(\phi(x)) + \langle V\,\mathrm{vec}(c), \phi(x)\rangle,
+
+with :math:`\psi` and V linear (V is the ``"project"`` layer, not spectrally normalised).
+
 References:
   Goodfellow, I. et al. (2014). Generative Adversarial Nets. NeurIPS.
     https://arxiv.org/abs/1406.2661
   Mirza, M. & Osindero, S. (2014). Conditional Generative Adversarial Nets.
     https://arxiv.org/abs/1411.1784
+  Miyato, T. & Koyama, M. (2018). cGANs with Projection Discriminator. ICLR.
+    https://arxiv.org/abs/1802.05637
 """
 
 import math
@@ -23,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jgen.conditioning.encoder import ConditionEncoder
+from jgen.conditioning.spec import ConditionSpec, check_condition
 from jgen.models.gan.spectral_norm import SpectralDense
 from jgen.models.nn import MLP
 from jgen.typing import Array
@@ -62,6 +79,22 @@ def concat_label(h: Array, y: Array | None, num_classes: int) -> Array:
     return jnp.concatenate([h, jax.nn.one_hot(y, num_classes, dtype=h.dtype)], axis=-1)
 
 
+def encode_condition(spec: ConditionSpec, y, num_classes: int, batch: int, who: str):
+    """Inside a compact method: checks the raw condition y (shape and dtype of `spec`) and
+    runs the network's own `ConditionEncoder` (named "condition"): (vec [B, D], cmap or None)."""
+    if num_classes:
+        raise ValueError(f"{who}: give either num_classes (class labels) or condition (another kind), not both; "
+                         f"got num_classes={num_classes} and condition kind {spec.kind!r}.")
+    y = check_condition(spec, y, batch, who=who)
+    return ConditionEncoder(spec, name="condition")(y)
+
+
+def project(vec: Array, phi: Array) -> Array:
+    """The projection term <V vec, phi> [B] of a projection discriminator (V: "project")."""
+    v = nn.Dense(phi.shape[-1], use_bias=False, name="project")(vec.astype(phi.dtype))
+    return jnp.sum(v * phi, axis=-1)
+
+
 def check_update_stats(spectral_norm: bool, update_stats, who: str) -> bool:
     """``update_stats`` must be a bool when the net uses spectral norm (it decides whether u
     is stored); ignored otherwise."""
@@ -84,6 +117,8 @@ class MLPGenerator(nn.Module):
       output: "tanh" (samples in [-1, 1], for images scaled to [-1, 1]) or "identity"
         (unbounded, for toy data in R^d).
       activation: hidden activation.
+      condition: a `jgen.conditioning.ConditionSpec` (kind vector / tokens / image): y is
+        then the raw condition, encoded by the "condition" submodule; None: none.
     """
 
     hidden: Sequence[int]
@@ -91,6 +126,7 @@ class MLPGenerator(nn.Module):
     num_classes: int = 0
     output: str = "tanh"
     activation: Callable[[Array], Array] = nn.relu
+    condition: ConditionSpec | None = None
 
     @nn.compact
     def __call__(self, z: Array, y: Array | None = None) -> Array:
@@ -99,16 +135,23 @@ class MLPGenerator(nn.Module):
             raise ValueError(f"{who}: unknown output {self.output!r}; choose one of {GENERATOR_OUTPUTS}.")
         if z.ndim != 2:
             raise ValueError(f"{who}: z must be [B, latent_dim]; got shape {list(z.shape)}.")
-        y = check_labels(y, self.num_classes, z.shape[0], who)
+        if self.condition is not None:
+            vec, cmap = encode_condition(self.condition, y, self.num_classes, z.shape[0], who)
+            h = jnp.concatenate([z, vec.astype(z.dtype)] + ([] if cmap is None else [cmap.reshape((z.shape[0], -1))]),
+                                axis=-1)
+        else:
+            h = concat_label(z, check_labels(y, self.num_classes, z.shape[0], who), self.num_classes)
         size = math.prod(self.data_shape)
-        out = MLP(tuple(self.hidden) + (size,), self.activation, name="mlp")(concat_label(z, y, self.num_classes))
+        out = MLP(tuple(self.hidden) + (size,), self.activation, name="mlp")(h)
         if self.output == "tanh":
             out = jnp.tanh(out)
         return out.reshape((z.shape[0],) + tuple(self.data_shape))
 
 
 class MLPDiscriminator(nn.Module):
-    """x [B, ...] (+ y [B] int) -> raw outputs [B].
+    """x [B, ...] (+ y [B] int, or a raw condition) -> raw outputs [B].
+
+    The last hidden layer's output phi(x) is sown as ``intermediates/features``.
 
     Attributes:
       hidden: hidden widths.
@@ -116,12 +159,15 @@ class MLPDiscriminator(nn.Module):
         flattened x), 0 for none.
       spectral_norm: spectrally normalise every dense layer (then ``update_stats`` is required).
       activation: hidden activation (LeakyReLU 0.2 by default).
+      condition: a `jgen.conditioning.ConditionSpec` (kind vector / tokens / image): y is
+        then the raw condition; a projection discriminator on its embedding (module doc).
     """
 
     hidden: Sequence[int]
     num_classes: int = 0
     spectral_norm: bool = False
     activation: Callable[[Array], Array] = leaky_relu
+    condition: ConditionSpec | None = None
 
     @nn.compact
     def __call__(self, x: Array, y: Array | None = None, *, update_stats: bool | None = None) -> Array:
@@ -130,14 +176,30 @@ class MLPDiscriminator(nn.Module):
             raise ValueError(f"{who}: x must be a batch [B, ...]; got shape {list(x.shape)}. Use x[:, None] for "
                              f"scalar data.")
         update = check_update_stats(self.spectral_norm, update_stats, who)
-        y = check_labels(y, self.num_classes, x.shape[0], who)
-        h = concat_label(x.reshape((x.shape[0], -1)), y, self.num_classes)
+        vec = None
+        if self.condition is not None:
+            vec, cmap = encode_condition(self.condition, y, self.num_classes, x.shape[0], who)
+            if cmap is not None and tuple(cmap.shape[:-1]) != tuple(x.shape[:-1]):
+                raise ValueError(f"{who}: the condition map {list(cmap.shape)} does not match the images "
+                                 f"{list(x.shape)} (same [B, H, W] needed).")
+            h = x.reshape((x.shape[0], -1))
+            if cmap is not None:
+                h = jnp.concatenate([h, cmap.reshape((x.shape[0], -1)).astype(h.dtype)], axis=-1)
+        else:
+            y = check_labels(y, self.num_classes, x.shape[0], who)
+            h = concat_label(x.reshape((x.shape[0], -1)), y, self.num_classes)
         widths = tuple(self.hidden) + (1,)
         for i, width in enumerate(widths):
+            if i == len(widths) - 1:  # phi(x), the features the output layer reads
+                self.sow("intermediates", "features", h)
+                phi = h
             if self.spectral_norm:
                 h = SpectralDense(width, name=f"dense_{i}")(h, update_stats=update)
             else:
                 h = nn.Dense(width, name=f"dense_{i}")(h)
             if i < len(widths) - 1:
                 h = self.activation(h)
-        return h[:, 0]
+        out = h[:, 0]
+        if vec is not None:
+            out = out + project(vec, phi)
+        return out

@@ -1,18 +1,26 @@
-"""Convolutional encoder and decoder for VAEs (optionally label-conditioned).
+"""Convolutional encoder and decoder for VAEs (optionally conditional).
 
 The encoder downsamples twice with stride-2 convolutions (H -> H/4), flattens
 and maps to the Gaussian posterior's mean and log-std; the decoder mirrors it
 with transposed convolutions. Image height and width must be divisible by 4
 (8x8 digits -> 2x2, 28x28 MNIST -> 7x7).
+
+Conditioning (both optional): a vector ``y`` [B, K] (one-hot label, or the embedding
+``vec`` of `jgen.conditioning.ConditionEncoder`) is concatenated to the dense layer
+next to the latent, in the encoder and in the decoder; an image-shaped condition map
+``cmap`` [B, H, W, C'] (kind "image") is concatenated to the encoder's input channels
+and, average-pooled to each resolution, to the decoder's feature maps at every scale
+(H/4, H/2, H), so a pixel-aligned condition (e.g. the low-resolution image of
+super-resolution) reaches the output convolutions directly.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jgen.models.vae.mlp import _with_label
+from jgen.models.vae.mlp import _with_label, check_condition_inputs
 
 
 def _check_divisible(image_shape, who):
@@ -21,17 +29,26 @@ def _check_divisible(image_shape, who):
         raise ValueError(f"{who} downsamples by 4: image height and width must be multiples of 4, got {h}x{w}.")
 
 
+def _pooled(cmap: jax.Array, h: int, w: int) -> jax.Array:
+    """cmap [B, H, W, C'] average-pooled to [B, h, w, C'] (h, w divide H, W)."""
+    b, hh, ww, c = cmap.shape
+    fh, fw = hh // h, ww // w
+    return cmap.reshape(b, h, fh, w, fw, c).mean(axis=(2, 4))
+
+
 class ConvEncoder(nn.Module):
-    """x [B, H, W, C] (+ y [B, K]) -> (mean, log_std), each [B, latent_dim]."""
+    """x [B, H, W, C] (+ y [B, K], + cmap [B, H, W, C']) -> (mean, log_std), each [B, latent_dim]."""
 
     channels: Sequence[int]  # two stages, e.g. (32, 64)
     latent_dim: int
     hidden: int = 256
 
     @nn.compact
-    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, y: jax.Array | None = None,
+                 cmap: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         _check_divisible(x.shape[1:3], "ConvEncoder")
-        h = x
+        check_condition_inputs(y, cmap, x.shape[0], x.shape[1:3], "ConvEncoder")
+        h = x if cmap is None else jnp.concatenate([x, cmap.astype(x.dtype)], axis=-1)
         for i, ch in enumerate(self.channels):
             h = nn.relu(nn.Conv(ch, (3, 3), name=f"conv_{i}a")(h))
             h = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), name=f"conv_{i}b")(h))
@@ -42,7 +59,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z [B, latent_dim] (+ y) -> outputs [B, H, W, C * out_channels]."""
+    """z [B, latent_dim] (+ y [B, K], + cmap [B, H, W, C']) -> outputs [B, H, W, C * out_channels]."""
 
     channels: Sequence[int]  # mirrors the encoder, e.g. (64, 32)
     image_shape: Sequence[int]
@@ -50,14 +67,21 @@ class ConvDecoder(nn.Module):
     hidden: int = 256
 
     @nn.compact
-    def __call__(self, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    def __call__(self, z: jax.Array, y: jax.Array | None = None, cmap: jax.Array | None = None) -> jax.Array:
         _check_divisible(self.image_shape, "ConvDecoder")
         h_out, w_out, c = self.image_shape
+        check_condition_inputs(y, cmap, z.shape[0], (h_out, w_out), "ConvDecoder")
         h0, w0 = h_out // 4, w_out // 4
+
+        def with_map(h):
+            if cmap is None:
+                return h
+            return jnp.concatenate([h, _pooled(cmap, h.shape[1], h.shape[2]).astype(h.dtype)], axis=-1)
+
         h = nn.relu(nn.Dense(self.hidden, name="fc")(_with_label(z, y)))
         h = nn.relu(nn.Dense(h0 * w0 * self.channels[0], name="fc_grid")(h))
-        h = h.reshape((z.shape[0], h0, w0, self.channels[0]))
+        h = with_map(h.reshape((z.shape[0], h0, w0, self.channels[0])))
         for i, ch in enumerate(self.channels):
             h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), name=f"deconv_{i}")(h))
-            h = nn.relu(nn.Conv(ch, (3, 3), name=f"conv_{i}")(h))
-        return nn.Conv(c * self.out_channels, (3, 3), name="out")(h)
+            h = nn.relu(nn.Conv(ch, (3, 3), name=f"conv_{i}")(with_map(h)))
+        return nn.Conv(c * self.out_channels, (3, 3), name="out")(with_map(h))
