@@ -27,9 +27,32 @@ samplers, and evaluated by its likelihood.
 for "ddpm", DPM-Solver++(2M) for "sde", EDM Heun for "edm"); `jgen bench samplers` runs
 them all side by side through `sampler_table`.
 
-`model.conditional=True` trains a class-conditional network with classifier-free
-guidance's label dropout (`p_uncond`, the null label is `num_classes`), and samples
-with guidance weight `guidance_scale` (0 = plain conditional sampling).
+Conditioning (`jgen.conditioning`): `model.condition.kind` = "label" | "vector" |
+"tokens" | "image" (`model.condition`, see `condition_config`). Kinds "vector",
+"tokens" and "image" go through a `ConditionEncoder` inside the network (its embedding
+is added to the time embedding; an image condition's map is concatenated to the U-Net's
+input channels, or flattened into the MLP's input), trained with condition dropout
+`model.condition.p_uncond` (the encoder's learned null condition). Class labels
+(`model.condition.kind="label"`, or the older `model.conditional=True` with its
+`model.p_uncond`) keep the network's label-embedding path (null label = `num_classes`).
+Every conditional model samples with classifier-free guidance
+
+    out = (1 + w) out(x, c) - w out(x, null),    w = model.guidance_scale
+
+(Ho & Salimans 2022; w = 0 is plain conditional sampling, exactly: the null evaluation is
+skipped). `ModelSpec.sample(params, key, num, condition, *, guidance_scale=None)`,
+`SamplerFns.run(name, params, key, num, steps, condition, *, guidance_scale=None)` and
+`SamplerFns.forward(params, x, condition, *, guidance_scale=None)` take the raw condition
+(see `jgen.conditioning.spec`) and an optional per-call w (None: `model.guidance_scale`),
+so a script sweeps w on one built model::
+
+    spec = build(config, info)
+    draw = jax.jit(lambda c, w: spec.sample(params, key, num, c, guidance_scale=w))
+    grids = {w: draw(condition, jnp.float32(w)) for w in (0.0, 1.0, 3.0)}  # one compile
+
+(a traced w compiles once for all w, and w = 0 then equals unguided sampling up to float
+rounding; a Python w compiles once per value, and a Python 0 is the unguided sampler bit
+for bit). The evaluation (`eval_fn`) is the NLL bound given each example's condition.
 
 Pixels: the data are 8-bit images mapped to [-1, 1] (`data.preprocess="symmetric"`,
 x = k / 127.5 - 1); samples come back in [0, 1].
@@ -42,6 +65,8 @@ References:
     https://arxiv.org/abs/2011.13456
   Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
     Diffusion-Based Generative Models. NeurIPS. https://arxiv.org/abs/2206.00364
+  Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance.
+    https://arxiv.org/abs/2207.12598
 """
 
 import math
@@ -52,6 +77,14 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
+from jgen.conditioning.encoder import drop_mask
+from jgen.conditioning.spec import (
+    check_condition,
+    condition_config,
+    condition_of,
+    default_condition,
+    resolve,
+)
 from jgen.config import tiny_training
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.diffusion import (
@@ -136,10 +169,12 @@ def model_config(**overrides) -> ConfigDict:
     c.edm_sigma_max = 80.0
     c.rho = 7.0
     c.s_churn = 40.0  # edm_stochastic
-    # conditioning
+    # conditioning: model.condition.kind (jgen.conditioning); `conditional=True` is the
+    # older spelling of kind "label", with its own label dropout `p_uncond`
+    c.condition = condition_config()
     c.conditional = False
     c.p_uncond = 0.1
-    c.guidance_scale = 0.0
+    c.guidance_scale = 0.0  # classifier-free guidance weight w (0 = plain conditional sampling)
     # sampling and likelihood
     c.sampler = ""  # "" = DEFAULT_SAMPLER[formulation]
     c.sample_steps = 0  # 0 = the sampler's default (see `default_steps`)
@@ -231,53 +266,98 @@ class SamplerFns(NamedTuple):
 
     Attributes:
       samplers: names of the samplers this model runs.
-      run: ``run(name, params, key, num, steps, labels=None) -> (x in [-1, 1], nfe)``; traced
-        anew for each (name, num, steps).
-      forward: ``forward(params, x, labels=None) -> out``, one network evaluation at a
-        mid-range noise level (the unit of the NFE cost).
+      run: ``run(name, params, key, num, steps, condition=None, *, guidance_scale=None) ->
+        (x in [-1, 1], nfe)``; traced anew for each (name, num, steps). `condition` is the raw
+        condition [num, ...] of a conditional model (class labels default to cycling
+        through the classes; other kinds need one); `guidance_scale` overrides
+        `model.guidance_scale` (the classifier-free guidance weight w) for this call.
+      forward: ``forward(params, x, condition=None, *, guidance_scale=None) -> out``, one
+        (guided) network evaluation at a mid-range noise level (the unit of the NFE cost);
+        class labels default to zeros.
       image_shape: the data shape.
+      condition: the model's `jgen.conditioning.ConditionSpec` (None: unconditional).
     """
 
     samplers: tuple[str, ...]
     run: Callable
     forward: Callable
     image_shape: tuple[int, ...]
+    condition: object | None = None
+
+    def with_condition(self, condition, *, guidance_scale=None) -> "SamplerFns":
+        """The same functions with `condition` (and `guidance_scale`) as their defaults, for
+        callers that pass neither (e.g. `jgen.bench_samplers.benchmark_samplers`)."""
+        run, forward, default, default_scale = self.run, self.forward, condition, guidance_scale
+
+        def run_with(name, params, key, num, steps, condition=None, *, guidance_scale=default_scale):
+            condition = default if condition is None else condition
+            return run(name, params, key, num, steps, condition, guidance_scale=guidance_scale)
+
+        def forward_with(params, x, condition=None, *, guidance_scale=default_scale):
+            condition = default if condition is None else condition
+            return forward(params, x, condition, guidance_scale=guidance_scale)
+        return self._replace(run=run_with, forward=forward_with)
 
 
-def _network(m: ConfigDict, image_shape, num_classes: int, out_channels: int):
-    """(init(key) -> variables, apply(variables, x, time, labels, *, key=None) -> out)."""
+def _network(m: ConfigDict, image_shape, num_classes: int, out_channels: int, condition=None):
+    """(init(key) -> variables, apply(variables, x, time, y, *, key=None) -> out).
+
+    `y` is what the network is conditioned on: None (unconditional), int labels [B] in
+    [0, num_classes] (`num_classes` = the null label), or for a `condition` spec the pair
+    ``(raw condition [B, ...], drop bool [B])`` (drop = the encoder's null condition).
+    """
     if m.network not in NETWORKS:
         raise ValueError(f"Unknown model.network={m.network!r}; use one of {NETWORKS}.")
     embedding = m.embedding or ("fourier" if m.formulation == "edm" else "sinusoidal")
     dim = math.prod(image_shape)
+
+    def split(y):  # -> (labels, cond, drop) for the module
+        if condition is None:
+            return y, None, None
+        if not (isinstance(y, tuple) and len(y) == 2):
+            raise ValueError(f"The {condition.kind}-conditional diffusion network takes y = (condition, drop); "
+                             f"received {type(y).__name__}.")
+        return None, y[0], y[1]
+
+    def example_y():
+        if condition is not None:
+            return (jnp.zeros((1, *condition.shape), condition.dtype), jnp.zeros((1,), bool))
+        return jnp.zeros((1,), jnp.int32) if num_classes else None
+
     if m.network == "unet":
         module = UNet(ch=int(m.ch), ch_mult=tuple(m.ch_mult), num_res_blocks=int(m.num_res_blocks),
                       attn_resolutions=tuple(m.attn_resolutions), dropout=float(m.dropout), out_ch=out_channels,
-                      num_classes=num_classes, embedding=embedding, num_groups=int(m.num_groups))
+                      num_classes=num_classes, condition=condition, embedding=embedding,
+                      num_groups=int(m.num_groups))
 
-        def apply(variables, x, time, labels, *, key=None):
+        def apply(variables, x, time, y, *, key=None):
             train = key is not None and float(m.dropout) > 0
             rngs = {"dropout": key} if train else None
-            return module.apply(variables, x, time.astype(jnp.float32), labels, train=train, rngs=rngs)
+            labels, cond, drop = split(y)
+            return module.apply(variables, x, time.astype(jnp.float32), labels, train=train, rngs=rngs,
+                                cond=cond, drop=drop)
 
         def init(key):
             x = jnp.zeros((1, *image_shape), jnp.float32)
-            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
-            return module.init({"params": key}, x, jnp.zeros((1,), jnp.float32), labels, train=False)
+            labels, cond, drop = split(example_y())
+            return module.init({"params": key}, x, jnp.zeros((1,), jnp.float32), labels, train=False,
+                               cond=cond, drop=drop)
     else:
         channels = image_shape[-1]
-        module = ScoreMLP(hidden=tuple(m.mlp_hidden), num_classes=num_classes,
+        module = ScoreMLP(hidden=tuple(m.mlp_hidden), num_classes=num_classes, condition=condition,
                           out_dim=dim * out_channels // channels, embedding=embedding)
 
-        def apply(variables, x, time, labels, *, key=None):
+        def apply(variables, x, time, y, *, key=None):
             del key
-            out = module.apply(variables, x.reshape((x.shape[0], dim)), time.astype(jnp.float32), labels)
+            labels, cond, drop = split(y)
+            out = module.apply(variables, x.reshape((x.shape[0], dim)), time.astype(jnp.float32), labels,
+                               cond=cond, drop=drop)
             return out.reshape((*x.shape[:-1], x.shape[-1] * out_channels // channels))
 
         def init(key):
-            labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+            labels, cond, drop = split(example_y())
             return module.init({"params": key}, jnp.zeros((1, dim), jnp.float32), jnp.zeros((1,), jnp.float32),
-                               labels)
+                               labels, cond=cond, drop=drop)
     return init, apply
 
 
@@ -311,100 +391,130 @@ def build(config: ConfigDict, info) -> ModelSpec:
     _check_config(m, config)
     image_shape = tuple(info.image_shape)
     num_dims = math.prod(image_shape)
-    conditional = bool(m.conditional)
-    num_classes = int(info.num_classes) if conditional else 0
-    if conditional and not num_classes:
-        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
+    cond = resolve(config, info)  # None: unconditional
+    # Class labels keep the network's label-embedding path (null label = num_classes); the
+    # other kinds go through the network's ConditionEncoder with y = (condition, drop).
+    num_classes = cond.num_classes if cond is not None and cond.kind == "label" else 0
+    encoded = cond if cond is not None and cond.kind != "label" else None
     null_label = num_classes  # the UNet/ScoreMLP's extra embedding row
+    # model.conditional=True keeps its model.p_uncond; model.condition.kind uses its own.
+    p_uncond = float(m.p_uncond) if bool(m.conditional) else (cond.p_uncond if cond is not None else 0.0)
     learned_variance = m.formulation == "ddpm" and bool(m.learned_variance)
     channels = image_shape[-1]
-    init, apply = _network(m, image_shape, num_classes, channels * (2 if learned_variance else 1))
+    init, apply = _network(m, image_shape, num_classes, channels * (2 if learned_variance else 1), encoded)
 
     def to_pixels(images):
         return jnp.asarray(images, jnp.float32) / 127.5 - 1.0  # data.preprocess="symmetric"
 
-    def labels_of(batch):
-        return jnp.asarray(batch["label"], jnp.int32) if num_classes else None
+    def network_input(condition, num, who):
+        """A raw condition for `num` examples -> the network's y (labels, or (condition, no drop))."""
+        if cond is None:
+            check_condition(None, condition, num, who=who)
+            return None
+        if condition is None:
+            condition = default_condition(cond, num)  # labels cycle through the classes; others: an error
+        condition = check_condition(cond, condition, num, who=who)
+        return condition if num_classes else (condition, jnp.zeros((num,), bool))
+
+    def null_of(y):  # the null condition of y = (condition, drop): every example dropped
+        return y[0], jnp.ones_like(y[1])
 
     # -- the objective --------------------------------------------------------------------
+    # objective(params, key, x0, y, dropout_key): the network sees y, closed over (the
+    # losses' own `labels` argument stays None, so any y pytree passes through).
     if m.formulation == "ddpm":
         schedule = get_schedule(m.schedule, int(m.num_timesteps))
 
-        def objective(params, key, x0, labels, dropout_key):
-            fn = lambda p, x, n, y: apply(p, x, n, y, key=dropout_key)
+        def objective(params, key, x0, y, dropout_key):
+            fn = lambda p, x, n, _: apply(p, x, n, y, key=dropout_key)
             return ddpm_loss(fn, params, key, x0, schedule=schedule, prediction=m.prediction,
-                             loss_type=m.loss_type, learned_variance=learned_variance, labels=labels)
+                             loss_type=m.loss_type, learned_variance=learned_variance)
         sde = None
     elif m.formulation == "sde":
         kwargs = ({"sigma_min": float(m.sigma_min), "sigma_max": float(m.sigma_max)} if m.sde == "ve"
                   else {"beta_min": float(m.beta_min), "beta_max": float(m.beta_max)})
         sde = get_sde(m.sde, t_min=float(m.t_min), **kwargs)
 
-        def objective(params, key, x0, labels, dropout_key):
-            fn = lambda p, x, t, y: apply(p, x, float(m.time_scale) * t, y, key=dropout_key)
+        def objective(params, key, x0, y, dropout_key):
+            fn = lambda p, x, t, _: apply(p, x, float(m.time_scale) * t, y, key=dropout_key)
             return sde_loss(fn, params, key, x0, sde=sde, prediction=m.prediction,
-                            likelihood_weighting=bool(m.likelihood_weighting), labels=labels)
+                            likelihood_weighting=bool(m.likelihood_weighting))
     else:
         sde = VESDE(sigma_min=float(m.edm_sigma_min), sigma_max=float(m.edm_sigma_max), t_min=1e-5)
 
-        def objective(params, key, x0, labels, dropout_key):
-            denoiser = edm_precondition(lambda p, x, c, y: apply(p, x, c, y, key=dropout_key),
+        def objective(params, key, x0, y, dropout_key):
+            denoiser = edm_precondition(lambda p, x, c, _: apply(p, x, c, y, key=dropout_key),
                                         sigma_data=float(m.sigma_data))
             return edm_loss(denoiser, params, key, x0, sigma_data=float(m.sigma_data), p_mean=float(m.p_mean),
-                            p_std=float(m.p_std), labels=labels)
+                            p_std=float(m.p_std))
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The diffusion loss")
         key_loss, key_drop, key_labels = jax.random.split(key, 3)
-        labels = labels_of(batch)
+        b = batch["image"].shape[0]
         if num_classes:
-            labels = drop_labels(key_labels, labels, p_uncond=float(m.p_uncond), null_label=null_label)
-        values, aux = objective(params, key_loss, to_pixels(batch["image"]), labels, key_drop)
+            y = check_condition(cond, condition_of(cond, batch), b, who="The diffusion loss")
+            y = drop_labels(key_labels, y, p_uncond=p_uncond, null_label=null_label)
+        elif encoded is not None:
+            # Condition dropout (Ho & Salimans 2022, Algorithm 1) through the encoder's null condition.
+            key_c, key_d = jax.random.split(key_labels)
+            c = check_condition(cond, condition_of(cond, batch, key_c), b, who="The diffusion loss")
+            y = (c, drop_mask(key_d, b, p_uncond))
+        else:
+            y = None
+        values, aux = objective(params, key_loss, to_pixels(batch["image"]), y, key_drop)
         return masked_mean(values, batch.get("mask")), {"loss": values, **{k: v for k, v in aux.items()
                                                                           if jnp.ndim(v) == 1}}
 
     # -- the model as each sampler's function ---------------------------------------------
-    def network_fn(params, labels):
-        """out(x, time) of the (guided) network, time as the network sees it."""
-        if not num_classes:
+    def network_fn(params, y, scale):
+        """out(x, time) of the network guided with weight `scale` (classifier-free guidance;
+        a concrete 0 is the plain conditional network), time as the network sees it."""
+        if y is None:
             return lambda x, time: apply(params, x, time, None)
-        raw = lambda p, x, time, y: apply(p, x, time, y)
-        fn = classifier_free_guidance(raw, scale=float(m.guidance_scale), null_label=null_label) \
-            if float(m.guidance_scale) else raw
-        return lambda x, time: fn(params, x, time, labels)
+        raw = lambda p, x, time, yy: apply(p, x, time, yy)
+        if num_classes:
+            fn = classifier_free_guidance(raw, scale=scale, null_label=null_label)
+        else:
+            fn = classifier_free_guidance(raw, scale=scale, null_fn=null_of)
+        return lambda x, time: fn(params, x, time, y)
 
-    def score_fn_of(params, labels):
+    def score_fn_of(params, y, scale=0.0):
         """score(x, t) on `sde` (sde and edm formulations)."""
-        out = network_fn(params, labels)
+        out = network_fn(params, y, scale)
         if m.formulation == "sde":
             def score_fn(x, t):
                 alpha, sigma = sde.marginal(t)
                 return to_score(out(x, float(m.time_scale) * t), x, alpha, sigma, m.prediction)
             return score_fn
-        denoise = edm_denoiser_of(params, labels)
+        denoise = edm_denoiser_of(params, y, scale)
 
         def score_fn(x, t):
             sigma = sde.marginal(t)[1]
             return (denoise(x, sigma) - x) / _expand(sigma ** 2, x)
         return score_fn
 
-    def edm_denoiser_of(params, labels):
+    def edm_denoiser_of(params, y, scale):
         """EDM's preconditioned denoiser D(x, sigma) (edm formulation; the others reach
         EDM's samplers through the SNR adapter in `sample_with`)."""
-        out = network_fn(params, labels)
-        d = edm_precondition(lambda p, x, c, y: out(x, c), sigma_data=float(m.sigma_data))
+        out = network_fn(params, y, scale)
+        d = edm_precondition(lambda p, x, c, _: out(x, c), sigma_data=float(m.sigma_data))
         return lambda x, sigma: d(None, x, sigma)
 
-    def run(name, params, key, num, steps, labels=None):
-        """Runs sampler `name` for `steps` steps; returns (x on [-1, 1], nfe)."""
+    def scale_of(guidance_scale):
+        return float(m.guidance_scale) if guidance_scale is None else guidance_scale
+
+    def run(name, params, key, num, steps, condition=None, *, guidance_scale=None):
+        """Runs sampler `name` for `steps` steps given the raw `condition` [num, ...] with
+        guidance weight `guidance_scale` (None: model.guidance_scale); returns (x on [-1, 1], nfe)."""
         if name not in sampler_names:
             raise ValueError(f"Sampler {name!r} is not available for this model; choose one of {sampler_names}.")
-        if num_classes and labels is None:
-            labels = jnp.arange(num) % num_classes
+        y = network_input(condition, num, f"diffusion sampler {name!r}")
+        scale = scale_of(guidance_scale)
         shape = (num, *image_shape)
         steps = int(steps) or default_steps(name, int(m.num_timesteps))
         if m.formulation == "ddpm":
-            out = network_fn(params, labels)
+            out = network_fn(params, y, scale)
             eps_fn = lambda x, n: to_eps_ddpm(out(x, n), x, n)
             if name == "ddpm":
                 x, info = ddpm_sample(key, eps_fn, shape, schedule=schedule, clip_x0=1.0,
@@ -413,10 +523,10 @@ def build(config: ConfigDict, info) -> ModelSpec:
                 x, info = ddim_sample(key, eps_fn, shape, schedule=schedule, num_steps=steps, eta=float(m.eta),
                                       clip_x0=1.0)
             return x, info.nfe
-        score_fn = score_fn_of(params, labels)
+        score_fn = score_fn_of(params, y, scale)
         sigma_range = None if m.formulation == "sde" else (float(m.edm_sigma_min), float(m.edm_sigma_max))
         return sample_with(name, key, score_fn, sde, shape, steps,
-                           denoiser_fn=edm_denoiser_of(params, labels) if m.formulation == "edm" else None,
+                           denoiser_fn=edm_denoiser_of(params, y, scale) if m.formulation == "edm" else None,
                            sigma_range=sigma_range, eta=float(m.eta), rtol=float(m.ode_rtol),
                            atol=float(m.ode_atol), rho=float(m.rho), s_churn=float(m.s_churn))
 
@@ -438,47 +548,54 @@ def build(config: ConfigDict, info) -> ModelSpec:
     sampler_names = _sampler_names(m)
     default = m.sampler or DEFAULT_SAMPLER[m.formulation]
 
-    def sample(params, key, num, labels=None):
-        x, _ = run(default, params, key, num, int(m.sample_steps), labels)
+    def sample(params, key, num, condition=None, *, guidance_scale=None):
+        x, _ = run(default, params, key, num, int(m.sample_steps), condition, guidance_scale=guidance_scale)
         return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
-    def forward(params, x, labels=None):
-        if num_classes and labels is None:
-            labels = jnp.zeros((x.shape[0],), jnp.int32)
+    def forward(params, x, condition=None, *, guidance_scale=None):
         b = x.shape[0]
+        if num_classes and condition is None:
+            condition = jnp.zeros((b,), jnp.int32)
+        y = network_input(condition, b, "diffusion forward")
         if m.formulation == "ddpm":
             time = jnp.full((b,), int(m.num_timesteps) // 2, jnp.int32)
         elif m.formulation == "sde":
             time = jnp.full((b,), 0.5 * float(m.time_scale))
         else:
             time = jnp.zeros((b,))
-        return network_fn(params, labels)(x, time)
+        return network_fn(params, y, scale_of(guidance_scale))(x, time)
 
     # -- likelihood ---------------------------------------------------------------------
     ode_name, vlb_name = "ODE", f"VLB-{int(m.num_timesteps)}"
 
     def eval_fn(params, key, batch):
+        """The NLL bound given each example's condition (no dropout, no guidance); image
+        conditions with random holes (inpaint) draw them from a fixed key."""
         check_image_batch(batch, image_shape, who="The diffusion evaluator")
-        labels = labels_of(batch)
+        b = batch["image"].shape[0]
+        y = None
+        if cond is not None:
+            c = condition_of(cond, batch, jax.random.PRNGKey(0))
+            y = network_input(c, b, "The diffusion evaluator")
         k_deq, k_est = jax.random.split(key)
         if m.formulation == "ddpm":
-            terms = ddpm_vlb_terms(lambda p, x, n, y: apply(p, x, n, y), params, to_pixels(batch["image"]),
+            terms = ddpm_vlb_terms(lambda p, x, n, _: apply(p, x, n, y), params, to_pixels(batch["image"]),
                                    schedule=schedule, key=k_est, prediction=m.prediction,
-                                   learned_variance=learned_variance, labels=labels)
+                                   learned_variance=learned_variance)
             return {vlb_name: terms["total"]}
         # The ODE likelihood of uniformly dequantized pixels y = 2 (k + u) / 256 - 1, a bound on the
         # discrete NLL (Theis et al. 2016): -log P(k) <= -log p(y) - D log(2 / 256).
         u = jax.random.uniform(k_deq, batch["image"].shape)
-        y = 2.0 * (jnp.asarray(batch["image"], jnp.float32) + u) / 256.0 - 1.0
-        log_p, _ = ode_log_prob(score_fn_of(params, labels if num_classes else None), y, sde=sde, key=k_est,
+        pixels = 2.0 * (jnp.asarray(batch["image"], jnp.float32) + u) / 256.0 - 1.0
+        log_p, _ = ode_log_prob(score_fn_of(params, y), pixels, sde=sde, key=k_est,
                                 trace="hutchinson", rtol=float(m.ode_rtol), atol=float(m.ode_atol),
                                 t_start=sde.t_min)
         return {ode_name: -dequantized_log_prob_bound(log_p, num_dims, scale=2.0)}
 
     spec = ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=num_dims,
                      stochastic=(vlb_name,) if m.formulation == "ddpm" else (ode_name,),
-                     num_classes=num_classes)
-    return spec._replace(sampler_fns=SamplerFns(sampler_names, run, forward, image_shape))
+                     num_classes=num_classes, condition=cond)
+    return spec._replace(sampler_fns=SamplerFns(sampler_names, run, forward, image_shape, cond))
 
 
 # -- config helpers (used by experiments/diffusion/configs) ---------------------------------

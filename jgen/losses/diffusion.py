@@ -42,6 +42,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jgen.sde.parametrization import PREDICTIONS, target, to_score, to_x0
 from jgen.sde.schedules import DiscreteSchedule
@@ -595,27 +596,58 @@ def guided(model_out_cond: Array, model_out_uncond: Array, scale) -> Array:
     return (1.0 + scale) * model_out_cond - scale * model_out_uncond
 
 
-def classifier_free_guidance(model_fn: ModelFn, *, scale, null_label) -> ModelFn:
+def _is_exact_zero(scale) -> bool:
+    """Whether `scale` is a concrete scalar 0 (a Python / NumPy number or an untraced 0-d array)."""
+    if isinstance(scale, (bool, jax.core.Tracer)):
+        return False
+    if isinstance(scale, (int, float, np.number)) or (hasattr(scale, "shape") and np.ndim(scale) == 0):
+        return float(scale) == 0.0
+    return False
+
+
+def classifier_free_guidance(model_fn: ModelFn, *, scale, null_label=None, null_fn: Callable | None = None) -> ModelFn:
     r"""A guided model function for sampling (Ho & Salimans 2022, Algorithm 2).
 
     Returns ``guided_fn(params, x, t, labels)`` that evaluates ``model_fn`` on the labels and on
-    `null_label` in one batched call (2B examples) and combines them with `guided`:
+    the null condition in one batched call (2B examples) and combines them with `guided`:
     :math:`(1 + w)\,\text{out}(x, c) - w\,\text{out}(x, \varnothing)`, w = `scale`.
 
-    Args:
-      model_fn: a conditional network trained with `drop_labels`.
-      scale: the guidance weight w (0 = conditional sampling).
-      null_label: the label value used for the unconditional model.
-    """
+    A concrete scale of exactly 0 (a Python/NumPy number, or an untraced 0-d array) skips
+    the null evaluation: ``guided_fn`` is then the conditional model itself, bit for bit,
+    also inside a compiled sampler (where the graph :math:`(1 + 0)c - 0u` could be fused and
+    rounded differently). A traced scale (e.g. ``jnp.float32(w)`` passed through `jit`, to
+    sweep w without recompiling) always takes the 2B path.
 
-    def guided_fn(params: Params, x: Array, t: Array, labels: Array) -> Array:
+    Args:
+      model_fn: a conditional network trained with condition dropout (`drop_labels`, or
+        `jgen.conditioning.drop_mask`).
+      scale: the guidance weight w (0 = conditional sampling), a scalar or per-example [B].
+      null_label: the label value used for the unconditional model (labels an array [B, ...]).
+      null_fn: instead of `null_label`, ``null_fn(labels) -> null labels`` for conditions that
+        are pytrees with a leading batch axis on every leaf, e.g. the ``(condition, drop)``
+        pairs of `jgen.families.diffusion` whose null is ``(condition, all True)``.
+    """
+    if (null_label is None) == (null_fn is None):
+        raise ValueError("classifier_free_guidance: give exactly one of null_label= (a label value) or null_fn= "
+                         "(labels -> null labels).")
+    exact_zero = _is_exact_zero(scale)
+
+    def guided_fn(params: Params, x: Array, t: Array, labels) -> Array:
         who = "classifier_free_guidance"
         if labels is None:
             raise ValueError(f"{who}: the guided model needs labels [B, ...]; got None.")
-        labels = _check_labels(labels, x.shape[0], who)
-        null = jnp.broadcast_to(jnp.asarray(null_label, labels.dtype), labels.shape)
         b = x.shape[0]
-        out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([labels, null]))
+        if null_fn is None:
+            labels = _check_labels(labels, b, who)
+            null = jnp.broadcast_to(jnp.asarray(null_label, labels.dtype), labels.shape)
+        else:
+            for leaf in jax.tree_util.tree_leaves(labels):
+                _check_labels(leaf, b, who)
+            null = None if exact_zero else null_fn(labels)
+        if exact_zero:
+            return model_fn(params, x, t, labels)
+        both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u]), labels, null)
+        out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
         return guided(out[:b], out[b:], scale)
 
     return guided_fn

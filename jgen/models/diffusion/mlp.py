@@ -18,6 +18,17 @@ Labels follow the U-Net's convention: with ``num_classes = K > 0`` the label tab
 K + 1 rows and label K is the "null" label for classifier-free guidance; a conditional
 network requires labels, an unconditional one rejects them.
 
+Other conditions (``condition = spec``, a `jgen.conditioning.ConditionSpec` of kind
+"vector", "tokens" or "image") go through a `jgen.conditioning.ConditionEncoder`
+submodule (``"condition"``): its embedding ``vec`` is projected to E and added to the
+time embedding, and an image condition's map ``cmap`` [B, H, W, C'] is flattened and
+concatenated to the input::
+
+    temb += Dense(E)(vec);   h = concat[x, flatten(cmap)]        (cmap: kind "image" only)
+
+``drop`` (bool [B]) swaps in the learned null condition (and an all-zero map) for
+classifier-free guidance.
+
 Time: ``t`` is a per-example float [B]; see `jgen.models.diffusion.embeddings` for its
 scale. For continuous t in [0, 1] the ``"fourier"`` embedding (scale ~16) resolves
 time well; the ``"sinusoidal"`` one is scaled for step indices 0..999.
@@ -41,11 +52,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jgen.conditioning.spec import ConditionSpec
 from jgen.models.diffusion.embeddings import (
     GaussianFourierProjection,
     sinusoidal_embedding,
 )
-from jgen.models.diffusion.unet import _check_labels, _int_at_least
+from jgen.models.diffusion.unet import _check_labels, _int_at_least, encode_condition
 from jgen.typing import Array
 
 _EMBEDDINGS = ("sinusoidal", "fourier")
@@ -63,10 +75,14 @@ class ScoreMLP(nn.Module):
       embedding: ``"sinusoidal"`` or ``"fourier"`` (frequencies in ``"constants"``).
       fourier_scale: std of the Fourier frequencies (``embedding="fourier"`` only).
       max_period: the sinusoidal embedding's longest period.
+      condition: a `jgen.conditioning.ConditionSpec` or None (see the module docstring);
+        exclusive with ``num_classes``.
 
     Call args:
       x: [B, D] points; t: [B] times / noise levels; labels: None or int [B] in
-        [0, num_classes].
+        [0, num_classes]; cond (keyword-only): the raw condition [B, *condition.shape] of a
+        network built with ``condition``, else None; drop (keyword-only): bool [B] or None,
+        True = the null condition.
 
     Returns:
       [B, out_dim].
@@ -79,9 +95,11 @@ class ScoreMLP(nn.Module):
     embedding: str = "sinusoidal"
     fourier_scale: float = 16.0
     max_period: float = 10000.0
+    condition: ConditionSpec | None = None
 
     @nn.compact
-    def __call__(self, x: Array, t: Array, labels: Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, t: Array, labels: Array | None = None, *, cond: Array | None = None,
+                 drop: Array | None = None) -> jax.Array:
         owner = "ScoreMLP"
         x = jnp.asarray(x)
         if x.ndim != 2:
@@ -106,6 +124,7 @@ class ScoreMLP(nn.Module):
         if self.embedding not in _EMBEDDINGS:
             raise ValueError(f"{owner}: embedding must be one of {_EMBEDDINGS}; received {self.embedding!r}.")
         _check_labels(owner, labels, self.num_classes, b)
+        vec, cmap = encode_condition(owner, self.condition, self.num_classes, cond, drop, b)
 
         if self.embedding == "sinusoidal":
             temb = sinusoidal_embedding(t, embed_dim, self.max_period)
@@ -116,8 +135,10 @@ class ScoreMLP(nn.Module):
         temb = nn.Dense(embed_dim, name="temb_dense1")(nn.swish(temb))
         if self.num_classes:
             temb = temb + nn.Embed(self.num_classes + 1, embed_dim, name="label_emb")(jnp.asarray(labels))
+        if vec is not None:
+            temb = temb + nn.Dense(embed_dim, name="cond_proj")(vec.astype(temb.dtype))
 
-        h = x
+        h = x if cmap is None else jnp.concatenate([x, cmap.reshape((b, -1)).astype(x.dtype)], axis=1)
         for i, width in enumerate(self.hidden):
             h = nn.Dense(width, name=f"dense_{i}")(h) + nn.Dense(width, name=f"temb_proj_{i}")(nn.swish(temb))
             h = nn.swish(h)

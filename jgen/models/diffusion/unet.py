@@ -36,6 +36,17 @@ the "null" label used to train and sample classifier-free guidance (Ho & Saliman
 pass ``labels = jnp.full((B,), K)`` for the unconditional prediction. A conditional
 network requires labels (there is no implicit null), an unconditional one rejects them.
 
+Other conditions (``condition = spec``, a `jgen.conditioning.ConditionSpec` of kind
+"vector", "tokens" or "image"): a `jgen.conditioning.ConditionEncoder` submodule
+(``"condition"``, trained jointly) turns the raw condition ``cond`` into an embedding
+``vec`` [B, D] and, for images, a map ``cmap`` [B, H, W, C']; ``Dense(4ch)(vec)`` is added
+to the time embedding and ``cmap`` is concatenated to the input channels::
+
+    temb += Dense(4ch)(vec);   x_in = concat[x, cmap]            (cmap: kind "image" only)
+
+``drop`` (bool [B]) swaps in the encoder's learned null condition (and an all-zero map),
+the unconditional model classifier-free guidance needs.
+
 Time: ``t`` is a per-example float [B]; see `jgen.models.diffusion.embeddings` for its
 scale (DDPM step indices 0..N-1 for ``embedding="sinusoidal"``; continuous t or
 :math:`\log\sigma` go well with ``embedding="fourier"``).
@@ -67,6 +78,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgen.conditioning.encoder import ConditionEncoder
+from jgen.conditioning.spec import ConditionSpec, check_condition
 from jgen.models.diffusion.embeddings import (
     GaussianFourierProjection,
     sinusoidal_embedding,
@@ -221,6 +234,10 @@ class UNet(nn.Module):
       resamp_with_conv: 3x3 convolutions in the down/upsampling layers (else average
         pooling / plain nearest-neighbour upsampling).
       num_groups: GroupNorm groups; must divide ``ch * m`` for every ``m`` in ``ch_mult``.
+      condition: a `jgen.conditioning.ConditionSpec` (kinds "vector", "tokens", "image";
+        "label" works too, but class labels normally use ``num_classes``) or None; the
+        network then takes ``cond`` (see the module docstring). Exclusive with
+        ``num_classes``.
 
     Call args:
       x: [B, H, W, C] float images.
@@ -228,6 +245,9 @@ class UNet(nn.Module):
       labels: None for an unconditional network; int [B] in [0, num_classes] for a
         conditional one (``num_classes`` = the null label).
       train: keyword-only; True enables dropout.
+      cond: keyword-only; the raw condition [B, *condition.shape] of a network built with
+        ``condition`` (None otherwise), see `jgen.conditioning.spec`.
+      drop: keyword-only; bool [B] or None: True replaces the condition by the null one.
 
     Returns:
       [B, H, W, out_ch] (``out_ch`` defaulting to C); exactly zero at initialisation.
@@ -244,6 +264,7 @@ class UNet(nn.Module):
     fourier_scale: float = 16.0
     resamp_with_conv: bool = True
     num_groups: int = 32
+    condition: ConditionSpec | None = None
 
     def _check_config(self) -> None:
         owner = "UNet"
@@ -300,9 +321,12 @@ class UNet(nn.Module):
         return x, t
 
     @nn.compact
-    def __call__(self, x: Array, t: Array, labels: Array | None = None, *, train: bool) -> jax.Array:
+    def __call__(self, x: Array, t: Array, labels: Array | None = None, *, train: bool,
+                 cond: Array | None = None, drop: Array | None = None) -> jax.Array:
         self._check_config()
         x, t = self._check_inputs(x, t, labels)
+        vec, cmap = encode_condition("UNet", self.condition, self.num_classes, cond, drop, x.shape[0],
+                                     spatial=x.shape[1:3])
         ch, groups = int(self.ch), int(self.num_groups)
         out_ch = x.shape[-1] if self.out_ch is None else int(self.out_ch)
         num_levels = len(self.ch_mult)
@@ -316,12 +340,15 @@ class UNet(nn.Module):
         temb = _nin(4 * ch, "temb_dense1")(nn.swish(temb))
         if self.num_classes:
             temb = temb + nn.Embed(self.num_classes + 1, 4 * ch, name="label_emb")(jnp.asarray(labels))
+        if vec is not None:
+            temb = temb + _nin(4 * ch, "cond_proj")(vec.astype(temb.dtype))
 
         def res(h, width, name):
             return ResnetBlock(width, self.dropout, groups, name=name)(h, temb, train=train)
 
         # Downsampling.
-        hs = [_conv3x3(ch, "conv_in")(x)]
+        x_in = x if cmap is None else jnp.concatenate([x, cmap.astype(x.dtype)], axis=-1)
+        hs = [_conv3x3(ch, "conv_in")(x_in)]
         for i in range(num_levels):
             for j in range(self.num_res_blocks):
                 h = res(hs[-1], ch * self.ch_mult[i], f"down_{i}_block_{j}")
@@ -350,6 +377,41 @@ class UNet(nn.Module):
         # End: zero-initialised output convolution.
         h = nn.swish(_group_norm(groups, "norm_out")(h))
         return _conv3x3(out_ch, "conv_out", scale=0.0)(h)
+
+
+def encode_condition(owner: str, spec: ConditionSpec | None, num_classes: int, cond: Any, drop: Any, batch: int,
+                     *, spatial: tuple[int, int] | None = None) -> tuple[jax.Array | None, jax.Array | None]:
+    """(vec [B, D], cmap [B, H, W, C'] or None) of a network's raw condition, or (None, None)
+    for a network without a condition spec. Call inside a compact method: it creates the
+    `ConditionEncoder` submodule ``"condition"``. Errors name what was received."""
+    if spec is None:
+        if cond is not None or drop is not None:
+            what = "a condition (cond=...)" if cond is not None else "drop=..."
+            raise ValueError(
+                f"{owner}: received {what}, but the network has no condition spec (condition=None). Build it "
+                f"with {owner}(..., condition=spec), spec = jgen.conditioning.resolve(config, info)."
+            )
+        return None, None
+    if not isinstance(spec, ConditionSpec):
+        raise TypeError(f"{owner}: condition must be a jgen.conditioning.ConditionSpec or None; received "
+                        f"{type(spec).__name__}.")
+    if num_classes:
+        raise ValueError(
+            f"{owner}: set either num_classes (class labels, the legacy path) or condition (a ConditionSpec), "
+            f"not both; received num_classes={num_classes} and a {spec.kind!r} condition."
+        )
+    cond = check_condition(spec, cond, batch, who=owner)
+    if drop is not None:
+        drop = jnp.asarray(drop)
+        if drop.shape != (batch,):
+            raise ValueError(f"{owner}: drop must be bool [B] = ({batch},), one flag per example; received "
+                             f"{drop.dtype} {tuple(drop.shape)}.")
+    if spec.kind == "image" and spatial is not None and tuple(spec.image_shape[:2]) != tuple(spatial):
+        raise ValueError(
+            f"{owner}: the image condition is made for {spec.image_shape[0]}x{spec.image_shape[1]} images "
+            f"(ConditionSpec.image_shape={tuple(spec.image_shape)}); received {spatial[0]}x{spatial[1]} inputs."
+        )
+    return ConditionEncoder(spec, name="condition")(cond, drop)
 
 
 def _check_labels(owner: str, labels: Any, num_classes: int, batch: int) -> None:
