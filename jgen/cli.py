@@ -365,6 +365,10 @@ def cmd_bench_samplers(args, overrides):
     if fns is None:
         raise SystemExit(f"error: `jgen bench samplers` needs a diffusion model; this run's family is "
                          f"{run.config.model.family!r}")
+    if fns.condition is not None and fns.condition.kind != "label":  # captions, vectors, images: the eval split's
+        from jgen.train.loop import data_conditions
+
+        fns = fns.with_condition(data_conditions(run, args.num))
     names = [s for s in args.samplers.split(",") if s] or list(fns.samplers)
     unknown = sorted(set(names) - set(fns.samplers))
     if unknown:

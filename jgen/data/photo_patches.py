@@ -6,6 +6,12 @@ so colour models (colorization, colour super-resolution) need no download.
 The split is by region, so no test pixel is seen in training: patches of the left 512
 columns of each photo are "train" (stride S/2, overlapping), patches of the right 128
 columns are "test" (stride S, disjoint). The label is the photo (0 = china, 1 = flower).
+
+Only textured patches are kept: the mean absolute difference between neighbouring
+pixels (rows plus columns, pixels in [0, 1]) is at least `MIN_TEXTURE` = 0.02. The two
+photos are mostly sky and defocused background, where bicubic 2x upsampling already
+reaches ~51 dB (the median over all test patches) and every method looks perfect; the
+kept patches (3,223 train, 127 test at 16x16) are where reconstructions differ.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import functools
 import numpy as np
 
 _TRAIN_COLS = 512
+MIN_TEXTURE = 0.02
 
 
 def patch_size(name: str) -> int | None:
@@ -54,9 +61,17 @@ def photo_patch_arrays(split: str, size: int = 16) -> tuple[np.ndarray, np.ndarr
         patches.append(p)
         labels.append(np.full(len(p), i, np.int64))
     images, labels = np.concatenate(patches), np.concatenate(labels)
+    keep = texture(images) >= MIN_TEXTURE
+    images, labels = np.ascontiguousarray(images[keep]), labels[keep]
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
+
+
+def texture(images: np.ndarray) -> np.ndarray:
+    """Mean absolute neighbour difference (rows + columns) of uint8 images [N, H, W, C], in [0, 1] units."""
+    x = np.asarray(images, np.float32) / 255.0
+    return np.abs(np.diff(x, axis=1)).mean(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3))
 
 
 def num_examples(size: int) -> dict[str, int]:

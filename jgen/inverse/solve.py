@@ -112,8 +112,9 @@ def load_prior(workdir: str) -> Prior:
 
     The network and the formulation's conversions are rebuilt here exactly as
     `jgen.families.diffusion.build` builds them for its samplers (the family exposes
-    samplers, not the score itself); a class-conditional model is used through its
-    null label, i.e. as the unconditional model that classifier-free guidance trains.
+    samplers, not the score itself); a conditional model is used through its null
+    condition (the null label, or the condition encoder's learned null for captions,
+    vectors and images), i.e. as the unconditional model that condition dropout trains.
 
     Raises:
       FileNotFoundError / ConfigError: no run or no checkpoint in the workdir.
@@ -135,13 +136,17 @@ def load_prior(workdir: str) -> Prior:
     m.update(config.model)
     image_shape = tuple(int(d) for d in run.info.image_shape)
     num_classes = int(run.spec.num_classes)
+    cond = run.spec.condition if run.spec.condition is not None and run.spec.condition.kind != "label" else None
     channels = image_shape[-1]
     learned_variance = m.formulation == "ddpm" and bool(m.learned_variance)
-    _, apply = _network(m, image_shape, num_classes, channels * (2 if learned_variance else 1))
+    _, apply = _network(m, image_shape, num_classes, channels * (2 if learned_variance else 1), cond)
     # One device: the sampler is one batch; replicated parameters would repeat it per device.
     params = jax.device_put(eval_params(state, config), jax.devices()[0])
 
-    def null_labels(x):  # the unconditional model of a class-conditional network
+    def null_labels(x):  # the unconditional model of a conditional network (condition dropout trained it)
+        if cond is not None:  # any condition, dropped: the encoder's learned null condition
+            b = x.shape[0]
+            return jnp.zeros((b, *cond.shape), cond.dtype), jnp.ones((b,), bool)
         return jnp.full((x.shape[0],), num_classes, jnp.int32) if num_classes else None
 
     score_of = eps_of = sde = schedule = None

@@ -212,17 +212,27 @@ def test_tokenize_round_trip_and_errors():
         cd.tokenize(["a huge 3"])
 
 
-def test_photo_patches_are_real_photo_regions_split_by_region():
-    train, _ = photo_patch_arrays("train", 16)
+def test_photo_patches_are_real_textured_photo_regions_split_by_region():
+    from jgen.data.photo_patches import MIN_TEXTURE, texture
+
+    train, train_labels = photo_patch_arrays("train", 16)
     test, test_labels = photo_patch_arrays("test", 16)
     photos = _photos()
-    np.testing.assert_array_equal(test[0], photos[0][0:16, 512:528])
-    np.testing.assert_array_equal(train[1], photos[0][0:16, 8:24])
-    np.testing.assert_array_equal(test[test_labels == 1][0], photos[1][0:16, 512:528])
+    assert len(train) == 3223 and len(test) == 127
+    assert texture(train).min() >= MIN_TEXTURE and texture(test).min() >= MIN_TEXTURE
+
+    def where(patch, photo, cols, stride):
+        return [(r, c) for r in range(0, photo.shape[0] - 15, stride) for c in cols
+                if np.array_equal(photo[r:r + 16, c:c + 16], patch)]
+
+    for i in (0, 60, 126):  # test patches lie on the stride-16 grid of the right 128 columns
+        assert where(test[i], photos[test_labels[i]], range(512, 625, 16), 16)
+    for i in (0, 1000, 3222):  # train patches on the stride-8 grid of the left 512 columns
+        assert where(train[i], photos[train_labels[i]], range(0, 497, 8), 8)
     train_set = {p.tobytes() for p in train}
     assert not any(p.tobytes() in train_set for p in test)
     info = dataset_info("photo_patches32")
-    assert info.image_shape == (32, 32, 3) and info.num_examples["test"] == 104
+    assert info.image_shape == (32, 32, 3) and info.num_examples["test"] == 33
 
 
 # ----------------------------------------------------------------------------- the CLI parser
