@@ -22,9 +22,24 @@ one compiled loop.
   sequence so the first pixel is modelled too; sampling uses the KV cache
   (`model.kv_cache`).
 
-`model.conditional=True` makes "pixelcnn", "gated_pixelcnn", "pixelcnn_pp" and "transformer"
-class-conditional (a label bias in every layer); `jgen sample --label k` then
-draws class k.
+`model.conditional=True` (= `model.condition.kind="label"`) makes "pixelcnn",
+"gated_pixelcnn", "pixelcnn_pp" and "transformer" class-conditional (a label bias in
+every layer); `jgen sample --label k` then draws class k.
+
+`model.condition.kind` = "vector", "tokens" or "image" (the shared interface of
+`jgen.conditioning`) conditions "pixelcnn", "gated_pixelcnn" and "transformer" on
+that condition: a `ConditionEncoder` (params under "condition", trained jointly)
+gives an embedding s and, for image conditions, a map m at the image's resolution.
+The PixelCNNs add :math:`V^\top s` to every layer and :math:`W \star m` through
+1x1 convolutions (Conditional PixelCNN, van den Oord et al. 2016b, Eqs. 4-5); the
+transformer adds :math:`W_s s` to every position and :math:`W_m m_t` at the
+position that predicts subpixel t. None of these depends on x, so the NLL is the
+exact -log p(x | c); `sample(params, key, num, condition)` draws ancestrally (the
+transformer with its KV cache) given the raw condition, encoded once. Training
+drops the condition with probability `condition.p_uncond` (the encoder's null
+condition, so the same network also models p(x)); the class-label path keeps its
+own label biases, without a null label (`p_uncond` does not apply). Evaluation
+measures image conditions with a fixed key (the same inpainting holes every time).
 
 Every architecture returns, in one teacher-forced pass, the parameters of all
 conditionals; the exact NLL is their sum (`jgen.losses.autoregressive`).
@@ -43,6 +58,14 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
+from jgen.conditioning.encoder import drop_mask
+from jgen.conditioning.spec import (
+    check_condition,
+    condition_config,
+    condition_of,
+    default_condition,
+    resolve,
+)
 from jgen.data import get_preprocess
 from jgen.families.base import ModelSpec, check_image_batch
 from jgen.losses.autoregressive import (
@@ -59,12 +82,13 @@ from jgen.models.autoregressive.pixelcnn_pp import (
     channel_coupled_mixture_params,
     pixelcnn_pp_log_prob,
 )
-from jgen.models.autoregressive.transformer import CausalTransformer
+from jgen.models.autoregressive.transformer import CausalTransformer, init_kv_cache
 from jgen.samplers.ancestral import ancestral_sample
-from jgen.samplers.kv_cache import DecodeFns, sample_transformer, transformer_decode_fns
+from jgen.samplers.kv_cache import DecodeFns, sample_transformer
 
 ARCHITECTURES = ("fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "transformer")
-CONDITIONAL_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "transformer")
+CONDITIONAL_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "transformer")  # class labels
+ENCODED_ARCHITECTURES = ("pixelcnn", "gated_pixelcnn", "transformer")  # vector / tokens / image conditions
 BINARY_PREPROCESSES = ("binarize_dynamic", "binarize_static")
 
 
@@ -88,6 +112,8 @@ def model_config(**overrides) -> ConfigDict:
     c.num_heads = 4  # transformer: attention heads
     c.kv_cache = True  # transformer: sample with the key-value cache (False: recompute the prefix)
     c.conditional = False  # pixelcnn* / transformer: condition on the class label
+    c.condition = condition_config()  # label (pixelcnn*, transformer) | vector | tokens | image (pixelcnn,
+    #                                   gated_pixelcnn, transformer)
     c.temperature = 1.0  # sampling temperature on the logits
     for k, v in overrides.items():
         c[k] = v
@@ -129,8 +155,10 @@ def _bernoulli_network(m: ConfigDict, dim: int):
     return module, logits_fn, masks_for
 
 
-def _image_network(m: ConfigDict, image_shape, num_classes: int):
-    """(module, raw_fn(params, image [B, H, W, C], labels) -> network output)."""
+def _image_network(m: ConfigDict, image_shape, num_classes: int, condition=None):
+    """(module, raw_fn(params, image [B, H, W, C], ctx) -> network output), where ctx
+    is the labels (class-conditional), the encoded context (vec, cmap) of a
+    `condition` (a ConditionSpec), or None."""
     classes = num_classes or None
     if m.architecture == "pixelcnn_pp":
         module = PixelCNNPlusPlus(num_mixtures=int(m.num_mixtures), channels=int(m.channels),
@@ -138,10 +166,12 @@ def _image_network(m: ConfigDict, image_shape, num_classes: int):
     else:
         cls = PixelCNN if m.architecture == "pixelcnn" else GatedPixelCNN
         module = cls(channels=int(m.channels), num_layers=int(m.num_layers), kernel_size=int(m.kernel_size),
-                     first_kernel_size=int(m.first_kernel_size), num_classes=classes)
+                     first_kernel_size=int(m.first_kernel_size), num_classes=classes, condition_spec=condition)
 
-    def raw_fn(params, x, labels=None):
-        return module.apply(params, x, labels)
+    def raw_fn(params, x, ctx=None):
+        if condition is not None:
+            return module.apply(params, x, context=ctx)
+        return module.apply(params, x, ctx)
 
     return module, raw_fn
 
@@ -164,13 +194,16 @@ def build(config: ConfigDict, info) -> ModelSpec:
                 f"model.architecture={m.architecture!r} models {what}: set data.{key} to one of "
                 f"{allowed} (got {config.data[key]!r})."
             )
-    conditional = bool(m.get("conditional", False))
-    if conditional and m.architecture not in CONDITIONAL_ARCHITECTURES:
+    cond = resolve(config, info)
+    num_classes = int(cond.num_classes) if cond is not None and cond.kind == "label" else 0
+    encoded = cond if cond is not None and cond.kind != "label" else None  # through the ConditionEncoder
+    if num_classes and m.architecture not in CONDITIONAL_ARCHITECTURES:
         raise ValueError(f"model.conditional=True is available for {CONDITIONAL_ARCHITECTURES}; "
                          f"got architecture {m.architecture!r}.")
-    num_classes = int(info.num_classes) if conditional else 0
-    if conditional and not num_classes:
-        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
+    if encoded is not None and m.architecture not in ENCODED_ARCHITECTURES:
+        raise ValueError(f"model.condition.kind={encoded.kind!r} is available for architectures "
+                         f"{ENCODED_ARCHITECTURES}; got {m.architecture!r}. Use e.g. "
+                         "model.architecture='gated_pixelcnn' (or class labels, condition.kind='label').")
     image_shape = tuple(info.image_shape)
     dim = math.prod(image_shape)
     preprocess = get_preprocess(config.data.preprocess)
@@ -200,35 +233,47 @@ def build(config: ConfigDict, info) -> ModelSpec:
         bos = levels  # the beginning-of-sequence token
         module = CausalTransformer(vocab_size=levels + 1, max_len=dim + 1, d_model=int(m.d_model),
                                    num_heads=int(m.num_heads), num_layers=int(m.num_layers),
-                                   num_classes=num_classes)
+                                   num_classes=num_classes, condition_spec=encoded)
         sample_order = None
+
+        def apply(params, tokens, ctx):
+            if encoded is not None:
+                return module.apply(params, tokens, context=ctx)
+            return module.apply(params, tokens, ctx)
 
         def to_tokens(x):
             x = x.reshape((x.shape[0], -1))
             return jnp.round((x + 1.0) * 127.5).astype(jnp.int32) if eight_bit else x.astype(jnp.int32)
 
-        def nll(params, x, labels=None, mask_index=0):
+        def nll(params, x, ctx=None, mask_index=0):
             tokens = to_tokens(x)
             inputs = jnp.concatenate([jnp.full((tokens.shape[0], 1), bos, jnp.int32), tokens[:, :-1]], axis=1)
-            logits = module.apply(params, inputs, labels)[..., :levels]  # the BOS is never a target
+            logits = apply(params, inputs, ctx)[..., :levels]  # the BOS is never a target
             return -categorical_autoregressive_log_prob(logits, tokens)
 
         def init(key):
+            if encoded is not None:
+                return module.init(key, jnp.zeros((1, dim), jnp.int32), condition=_dummy(encoded))
             labels = jnp.zeros((1,), jnp.int32) if num_classes else None
             return module.init(key, jnp.zeros((1, dim), jnp.int32), labels)
 
-        def complete(params, key, x, observed, labels=None):
+        def decode_fns(params, ctx):
+            """The sampler's DecodeFns given labels or an encoded context."""
+            kw = {"label": ctx} if encoded is None else {"context": ctx}
+            return DecodeFns(lambda t: module.apply(params, t, **kw), lambda b, n: init_kv_cache(module, b, n),
+                             lambda t, cache: module.apply(params, t, cache, method=module.extend, **kw))
+
+        def complete(params, key, x, observed, condition=None):
             """Samples the pixels after the observed raster-order prefix (e.g. the
-            bottom half given the top half) with the KV cache."""
+            bottom half given the top half) with the KV cache, given the raw condition."""
             num = x.shape[0]
-            if num_classes and labels is None:
-                labels = jnp.arange(num) % num_classes
+            ctx = encode(params, checked(condition, num))
             mask = np.broadcast_to(np.asarray(observed, bool), x.shape).reshape((num, dim))
             prefix = int(mask[0].sum())
             if not (mask[:, :prefix].all() and not mask[:, prefix:].any()):
                 raise ValueError("The transformer completes a raster-order prefix (e.g. the top rows); "
                                  "`observed` must be True on the first P pixels of every image and False after.")
-            full = transformer_decode_fns(module, params, label=labels)
+            full = decode_fns(params, ctx)
 
             def extend_fn(tokens, cache):  # the BOS is never drawn: keep the data levels only
                 logits, cache = full.extend_fn(tokens, cache)
@@ -241,37 +286,61 @@ def build(config: ConfigDict, info) -> ModelSpec:
             out = tokens.reshape((num, *image_shape)).astype(jnp.float32)
             return out / 255.0 if eight_bit else out
     else:
-        module, raw_fn = _image_network(m, image_shape, num_classes)
+        module, raw_fn = _image_network(m, image_shape, num_classes, encoded)
         sample_order = None
 
-        def nll(params, x, labels=None, mask_index=0):
-            raw = raw_fn(params, x, labels)
+        def nll(params, x, ctx=None, mask_index=0):
+            raw = raw_fn(params, x, ctx)
             if eight_bit:
                 return -pixelcnn_pp_log_prob(raw, x, k_mix)
             return -bernoulli_autoregressive_log_prob(raw, x)
 
         def init(key):
+            x = jnp.zeros((1, *image_shape), jnp.float32)
+            if encoded is not None:
+                return module.init(key, x, condition=_dummy(encoded))
             labels = jnp.zeros((1,), jnp.int32) if num_classes else None
-            return module.init(key, jnp.zeros((1, *image_shape), jnp.float32), labels)
+            return module.init(key, x, labels)
 
-        def canvas_logits(params, canvas, labels=None):
+        def canvas_logits(params, canvas, ctx=None):
             """The canvas [B, D] (binary, or 8-bit values 0..255) -> logits [B, D(, 256)]."""
             x = canvas.reshape((canvas.shape[0], *image_shape))
             if not eight_bit:
-                return raw_fn(params, x, labels).reshape(canvas.shape)
+                return raw_fn(params, x, ctx).reshape(canvas.shape)
             xs = x / 127.5 - 1.0
-            out = channel_coupled_mixture_params(raw_fn(params, xs, labels), xs, k_mix)
+            out = channel_coupled_mixture_params(raw_fn(params, xs, ctx), xs, k_mix)
             return dlogistic_mixture_value_log_probs(out, k_mix).reshape((canvas.shape[0], dim, 256))
 
-    def labels_of(batch):
-        return jnp.asarray(batch["label"], jnp.int32) if num_classes else None
+    def encode(params, c, drop=None):
+        """What the networks take: labels as they are, other kinds encoded once into
+        (vec, cmap) by the model's ConditionEncoder."""
+        if encoded is None:
+            return c
+        return module.apply(params, c, drop, method=module.encode)
+
+    def checked(condition, num):
+        """The raw condition of `num` samples (labels default to 0, 1, ..., K-1, 0, ...)."""
+        return check_condition(cond, condition if condition is not None else default_condition(cond, num), num,
+                               who="The autoregressive sampler")
+
+    def context_of(params, key, batch, train):
+        """The network's condition input for a batch: labels, the encoded context of
+        the batch's raw condition (condition dropout in training; image conditions
+        measured with a fixed key in evaluation), or None."""
+        if cond is None:
+            return None
+        if encoded is None:
+            return condition_of(cond, batch)
+        c = condition_of(cond, batch, jax.random.fold_in(key, 101) if train else jax.random.PRNGKey(0))
+        drop = drop_mask(jax.random.fold_in(key, 102), c.shape[0], cond.p_uncond) if train else None
+        return encode(params, c, drop)
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The autoregressive loss")
         key_pre, key_mask = jax.random.split(key)
         mask_index = jax.random.randint(key_mask, (), 0, num_masks)  # MADE: one connectivity per step
         x = preprocess(key_pre, batch["image"], batch.get("index"))
-        values = nll(params, x, labels_of(batch), mask_index)
+        values = nll(params, x, context_of(params, key, batch, True), mask_index)
         return masked_mean(values, batch.get("mask")), {"nll": values}
 
     def eval_fn(params, key, batch):
@@ -279,22 +348,22 @@ def build(config: ConfigDict, info) -> ModelSpec:
         key_pre, _ = jax.random.split(key)
         x = eval_preprocess(key_pre, batch["image"], batch.get("index"))
         if num_masks == 1:
-            return {"exact": nll(params, x, labels_of(batch))}
+            return {"exact": nll(params, x, context_of(params, key, batch, False))}
         # The ensemble's exact likelihood: log (1/M) sum_m p_m(x), one mask at a time.
         per_mask = jax.lax.map(lambda i: -nll(params, x, None, i), jnp.arange(num_masks))  # [M, B]
         return {"exact": -(jax.nn.logsumexp(per_mask, axis=0) - math.log(num_masks))}
 
-    def ancestral_complete(params, key, x, observed, labels=None):
+    def ancestral_complete(params, key, x, observed, condition=None):
         """Fills the unobserved pixels of preprocessed images `x` [B, H, W, C]
         (`observed` bool, broadcastable to x) with draws from the model's conditionals
-        given everything before them; returns images in the `sample` range."""
+        given everything before them and the raw condition; returns images in the
+        `sample` range."""
         num = x.shape[0]
-        if num_classes and labels is None:
-            labels = jnp.arange(num) % num_classes
+        ctx = encode(params, checked(condition, num))
         canvas = jnp.round((x + 1.0) * 127.5) if eight_bit else x
         canvas = canvas.reshape((num, dim)).astype(jnp.float32)
         observed = jnp.broadcast_to(jnp.asarray(observed, bool), x.shape).reshape((num, dim))
-        out = ancestral_sample(key, lambda v: canvas_logits(params, v, labels), canvas, observed=observed,
+        out = ancestral_sample(key, lambda v: canvas_logits(params, v, ctx), canvas, observed=observed,
                                kind="categorical" if eight_bit else "bernoulli", order=sample_order,
                                temperature=float(m.temperature))
         out = out.reshape((num, *image_shape))
@@ -303,11 +372,17 @@ def build(config: ConfigDict, info) -> ModelSpec:
     if m.architecture != "transformer":
         complete = ancestral_complete
 
-    def sample(params, key, num, labels=None):
+    def sample(params, key, num, condition=None):
+        """`num` images given the raw condition [num, ...] (see `jgen.conditioning`)."""
         x = jnp.zeros((num, *image_shape), jnp.float32) - (1.0 if eight_bit else 0.0)
-        return complete(params, key, x, False, labels)
+        return complete(params, key, x, False, condition)
 
     stochastic = ("exact",) if config.data.eval_preprocess == "binarize_dynamic" else ()
     return ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=dim,
                      stochastic=stochastic, nll_estimators=("exact",), num_classes=num_classes,
-                     complete=complete)
+                     complete=complete, condition=cond)
+
+
+def _dummy(spec):
+    """A zero raw condition [1, ...] (for `init`)."""
+    return jnp.zeros((1, *spec.shape), spec.dtype)

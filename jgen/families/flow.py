@@ -40,7 +40,19 @@ Options on top of any architecture:
 - `model.conditional=True` ("coupling_mlp", "maf", "spline_maf"): a class-conditional
   flow p(x | y); the label enters every conditioner (a learned embedding for the
   couplings, a one-hot context for the MADEs), and `jgen sample --label k` draws
-  class k.
+  class k. `model.condition.kind="label"` is the same model.
+- `model.condition.kind` = "vector", "tokens" or "image" (the shared interface of
+  `jgen.conditioning`; same three architectures): a conditional flow p(x | c) whose
+  condition is encoded by a `ConditionEncoder` (trained jointly, params under
+  "condition") into a context that enters every conditioner: the embedding vec
+  [B, E], and for image conditions (`operator` superres:F / colorize / inpaint) the
+  condition map [B, H, W, M] flattened and appended (`flat_context`), concatenated
+  to every coupling MLP's input, or fed unmasked into every MADE layer. For each
+  fixed c the map is an ordinary flow, so log p(x | c) is exact; samples are drawn
+  given c. Training drops the condition with probability `condition.p_uncond`
+  (the encoder's learned null condition), so the same flow also models p(x); the
+  class-label path has no null condition and ignores `p_uncond`. Evaluation
+  measures image conditions with a fixed key (the same inpainting holes every time).
 - `model.dequantization="variational"` (Flow++): the uniform noise is replaced by a
   learned conditional flow q(u | x) (`dequant_layers` couplings of `dequant_hidden`
   MLPs, conditioned on the image), trained jointly; the NLL reported is the
@@ -104,6 +116,15 @@ from jgen.bijectors import (
     half_mask,
 )
 from jgen.bijectors.base import bijector_dataclass, check_input, static_field
+from jgen.conditioning.encoder import ConditionEncoder, drop_mask
+from jgen.conditioning.spec import (
+    ConditionSpec,
+    check_condition,
+    condition_config,
+    condition_of,
+    default_condition,
+    resolve,
+)
 from jgen.data import get_preprocess
 from jgen.distributions import standard_normal_log_prob
 from jgen.families.base import ModelSpec, check_image_batch
@@ -114,6 +135,9 @@ from jgen.models.autoregressive import MADE, made_conditioner, made_masks
 from jgen.models.flows import ConvConditioners, CouplingMLPs
 from jgen.models.flows.conditional import (
     ConditionalCouplingMLPs,
+    dummy_condition,
+    flat_context,
+    flat_context_dim,
     make_conditional_coupling_flow,
 )
 from jgen.typing import Array, Params, PRNGKey
@@ -135,6 +159,7 @@ def model_config(**overrides) -> ConfigDict:
     c.num_bins = 8  # spline_maf: spline bins K
     c.spline_bound = 8.0  # spline_maf: the spline acts on [-B, B] (identity outside; logit space)
     c.conditional = False  # coupling_mlp, maf, spline_maf: condition on the class label
+    c.condition = condition_config()  # coupling_mlp, maf, spline_maf: kind label | vector | tokens | image
     c.dequantization = "uniform"  # "uniform" | "variational" (Flow++)
     c.dequant_layers = 4  # variational dequantization: couplings of q(u | x)
     c.dequant_hidden = (256,)  # variational dequantization: their MLP widths
@@ -150,8 +175,10 @@ class FlowModel(NamedTuple):
     Attributes:
       init: `init(key) -> params`.
       flow_fn: `flow_fn(params) -> bijector` on flattened data [B, D] (base -> data in
-        (0, 1)^D), built inside the loss so the parameters are traced; a conditional
-        model's is `flow_fn(params, labels)` (int [B]).
+        (0, 1)^D), built inside the loss so the parameters are traced; a
+        class-conditional model's is `flow_fn(params, labels)` (int [B]), a model
+        with a `ConditionSpec` `flow_fn(params, condition, drop=None)` (the raw
+        condition [B, ...] and the optional condition-dropout mask bool [B]).
       data_init: `data_init(params, y) -> params` given a dequantized batch y [B, D] in
         [0, 1]: the data-dependent initialisation of the ActNorms; None if there are none.
     """
@@ -465,18 +492,26 @@ def _glow_model(m: ConfigDict, image_shape: tuple, *, seed: int) -> FlowModel:
     return _image_flow_model(m, image_shape, arch, seed=seed)
 
 
-def _conditional_coupling_mlp_model(m: ConfigDict, image_shape: tuple, *, seed: int,
-                                    num_classes: int) -> FlowModel:
+def _conditional_coupling_mlp_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_classes: int = 0,
+                                    condition: ConditionSpec | None = None) -> FlowModel:
     dim = math.prod(image_shape)
-    nets = ConditionalCouplingMLPs(m.num_layers, tuple(m.hidden), dim, num_classes=num_classes)
+    if condition is not None:  # the ConditionEncoder's flat context, as is, into every conditioner
+        nets = ConditionalCouplingMLPs(m.num_layers, tuple(m.hidden), dim, context_features=0,
+                                       condition_spec=condition)
+        context = dummy_condition(condition)
+    else:
+        nets = ConditionalCouplingMLPs(m.num_layers, tuple(m.hidden), dim, num_classes=num_classes)
+        context = jnp.zeros((1,), jnp.int32)
     flow_fn = make_conditional_coupling_flow(nets, log_scale_bound=m.log_scale_bound,
                                              final=_logit_trick(float(m.alpha), dim))
-    return FlowModel(init=lambda key: nets.init(key, jnp.zeros((1, dim), jnp.float32), jnp.zeros((1,), jnp.int32)),
-                     flow_fn=flow_fn)
+    return FlowModel(init=lambda key: nets.init(key, jnp.zeros((1, dim), jnp.float32), context), flow_fn=flow_fn)
 
 
-def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_classes: int = 0) -> FlowModel:
-    """MAF / IAF / spline MAF on the flattened image (MADE conditioners)."""
+def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_classes: int = 0,
+                          condition: ConditionSpec | None = None) -> FlowModel:
+    """MAF / IAF / spline MAF on the flattened image (MADE conditioners); with
+    `num_classes` the one-hot label, with `condition` the `ConditionEncoder`'s flat
+    context (params["condition"]) feeds every MADE, unmasked."""
     dim = math.prod(image_shape)
     hidden = tuple(int(h) for h in m.hidden)
     spline = m.architecture == "spline_maf"
@@ -484,7 +519,9 @@ def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_c
     made = MADE(hidden=hidden, dim=dim, num_params=num_params, zero_init_output=True)
     # One connectivity for every layer (natural order, deterministic degrees); the
     # Reverse between layers alternates the ordering.
-    masks = made_masks(None, dim, hidden, conditional=bool(num_classes))
+    masks = made_masks(None, dim, hidden, conditional=bool(num_classes) or condition is not None)
+    encoder = ConditionEncoder(condition) if condition is not None else None
+    context_dim = num_classes or (flat_context_dim(condition) if condition is not None else 0)
 
     def layer(conditioner):
         if spline:
@@ -492,8 +529,13 @@ def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_c
         cls = MAF if m.architecture == "maf" else IAF
         return cls(conditioner, log_scale_bound=m.log_scale_bound)
 
-    def flow_fn(params, labels=None):
-        context = jax.nn.one_hot(labels, num_classes) if num_classes else None
+    def flow_fn(params, labels=None, drop=None):
+        if encoder is not None:  # `labels` is the raw condition
+            c = check_condition(condition, labels, jnp.shape(labels)[0] if jnp.ndim(labels) else 1,
+                                who="The conditional MAF")
+            context = flat_context(*encoder.apply(params["condition"], c, drop))
+        else:
+            context = jax.nn.one_hot(labels, num_classes) if num_classes else None
         layers = []
         for i in range(int(m.num_layers)):
             layers += [layer(made_conditioner(made, params[f"made_{i}"], masks, context=context)), Reverse()]
@@ -501,9 +543,12 @@ def _autoregressive_model(m: ConfigDict, image_shape: tuple, *, seed: int, num_c
 
     def init(key):
         x = jnp.zeros((1, dim), jnp.float32)
-        context = jnp.zeros((1, num_classes), jnp.float32) if num_classes else None
+        context = jnp.zeros((1, context_dim), jnp.float32) if context_dim else None
         keys = jax.random.split(key, int(m.num_layers))
-        return {f"made_{i}": made.init(k, x, masks, context) for i, k in enumerate(keys)}
+        params = {f"made_{i}": made.init(k, x, masks, context) for i, k in enumerate(keys)}
+        if encoder is not None:
+            params["condition"] = encoder.init(jax.random.fold_in(key, int(m.num_layers)), dummy_condition(condition))
+        return params
 
     return FlowModel(init=init, flow_fn=flow_fn)
 
@@ -521,7 +566,8 @@ ARCHITECTURES = {
 }
 
 
-def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0, num_classes: int = 0) -> FlowModel:
+def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0, num_classes: int = 0,
+                    condition: ConditionSpec | None = None) -> FlowModel:
     """The `FlowModel` of a `config.model` for images of `image_shape` (H, W, C).
 
     Args:
@@ -529,9 +575,13 @@ def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0, num_classe
       image_shape: (H, W, C) of the data.
       seed: fixes the static structure (1x1-convolution permutations) of "glow".
       num_classes: > 0 builds the class-conditional model (`flow_fn(params, labels)`).
+      condition: a `jgen.conditioning.ConditionSpec` builds the model conditioned on it
+        (`flow_fn(params, condition, drop=None)`; kind "label" is the same as
+        `num_classes=spec.num_classes`).
 
     Raises:
-      ValueError: an unknown `model.architecture`, or levels that do not fit the image.
+      ValueError: an unknown `model.architecture`, levels that do not fit the image,
+        or a condition the architecture cannot take.
     """
     m = _full_config(model)
     if m.architecture not in ARCHITECTURES:
@@ -540,13 +590,18 @@ def make_flow_model(model: ConfigDict, image_shape, *, seed: int = 0, num_classe
             f"{', '.join(sorted(ARCHITECTURES))} (e.g. --config.model.architecture=glow)."
         )
     shape = tuple(int(s) for s in image_shape)
-    if num_classes:
+    if condition is not None and condition.kind == "label":
+        num_classes, condition = int(condition.num_classes), None
+    if num_classes or condition is not None:
         if m.architecture not in CONDITIONAL_ARCHITECTURES:
-            raise ValueError(f"model.conditional=True is available for architectures {CONDITIONAL_ARCHITECTURES}; "
-                             f"got {m.architecture!r}.")
+            what = "model.conditional=True" if num_classes else f"model.condition.kind={condition.kind!r}"
+            raise ValueError(f"{what} is available for architectures {CONDITIONAL_ARCHITECTURES}; got "
+                             f"{m.architecture!r}, whose conditioners take no condition. Use e.g. "
+                             "model.architecture='coupling_mlp' (or 'maf').")
         if m.architecture == "coupling_mlp":
-            return _conditional_coupling_mlp_model(m, shape, seed=int(seed), num_classes=num_classes)
-        return _autoregressive_model(m, shape, seed=int(seed), num_classes=num_classes)
+            return _conditional_coupling_mlp_model(m, shape, seed=int(seed), num_classes=num_classes,
+                                                   condition=condition)
+        return _autoregressive_model(m, shape, seed=int(seed), num_classes=num_classes, condition=condition)
     return ARCHITECTURES[m.architecture](m, shape, seed=int(seed))
 
 
@@ -561,12 +616,12 @@ def build(config: ConfigDict, info) -> ModelSpec:
     if m.dequantization not in ("uniform", "variational"):
         raise ValueError(f"Unknown model.dequantization={m.dequantization!r}; use 'uniform' or 'variational'.")
     variational = m.dequantization == "variational"
-    num_classes = int(info.num_classes) if m.get("conditional", False) else 0
-    if m.get("conditional", False) and not num_classes:
-        raise ValueError(f"model.conditional=True needs a labelled dataset; {config.data.name!r} has no classes.")
+    cond = resolve(config, info)
+    num_classes = int(cond.num_classes) if cond is not None and cond.kind == "label" else 0
+    encoded = cond is not None and cond.kind != "label"  # through the ConditionEncoder (condition dropout)
     image_shape = tuple(info.image_shape)
     dim = math.prod(image_shape)
-    flow_model = make_flow_model(m, image_shape, seed=config.get("seed", 0), num_classes=num_classes)
+    flow_model = make_flow_model(m, image_shape, seed=config.get("seed", 0), condition=cond)
     preprocess = get_preprocess(config.data.preprocess)
     eval_preprocess = get_preprocess(config.data.eval_preprocess)
     train_offset = dequantization_offset(config.data.preprocess, dim)
@@ -580,32 +635,53 @@ def build(config: ConfigDict, info) -> ModelSpec:
     def flow_params(params):
         return params["flow"] if variational else params
 
-    def bijector(params, batch):
+    def bijector(params, c, drop=None):
+        """The flow (base -> data) given the raw condition c (None: unconditional)."""
+        if encoded:
+            return flow_model.flow_fn(flow_params(params), c, drop)
         if num_classes:
-            return flow_model.flow_fn(flow_params(params), jnp.asarray(batch["label"], jnp.int32))
+            return flow_model.flow_fn(flow_params(params), c)
         return flow_model.flow_fn(flow_params(params))
 
-    def uniform_nll(params, key, batch, pre, offset):
-        y, _ = preprocessed_input(pre, key, batch)
-        return -flow_log_prob(bijector(params, batch), standard_normal_log_prob, y.reshape((y.shape[0], dim))) + offset
+    def conditions(key, batch, train):
+        """(raw condition, dropout mask) of a batch; image conditions are measured with
+        a fixed key in evaluation."""
+        if cond is None:
+            return None, None
+        if not encoded:
+            return condition_of(cond, batch), None
+        key_c = jax.random.fold_in(key, 101) if train else jax.random.PRNGKey(0)
+        c = condition_of(cond, batch, key_c)
+        drop = drop_mask(jax.random.fold_in(key, 102), c.shape[0], cond.p_uncond) if train else None
+        return c, drop
 
-    def variational_nll(params, key, batch):
+    def uniform_nll(params, key, batch, pre, offset, c, drop):
+        y, _ = preprocessed_input(pre, key, batch)
+        flow = bijector(params, c, drop)
+        return -flow_log_prob(flow, standard_normal_log_prob, y.reshape((y.shape[0], dim))) + offset
+
+    def variational_nll(params, key, batch, c, drop):
         x = jnp.asarray(batch["image"], jnp.float32)
         u, log_q = dequantize(params["dequantizer"], key, x)
         y = ((x + u) / 256.0).reshape((x.shape[0], dim))
-        return -flow_log_prob(bijector(params, batch), standard_normal_log_prob, y) + log_q + dim * math.log(256.0)
+        flow = bijector(params, c, drop)
+        return -flow_log_prob(flow, standard_normal_log_prob, y) + log_q + dim * math.log(256.0)
 
     def loss_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow loss")
-        nll = variational_nll(params, key, batch) if variational else uniform_nll(
-            params, key, batch, preprocess, train_offset)
+        c, drop = conditions(key, batch, True)
+        nll = variational_nll(params, key, batch, c, drop) if variational else uniform_nll(
+            params, key, batch, preprocess, train_offset, c, drop)
         return masked_mean(nll, batch.get("mask")), {"nll": nll}
 
     def eval_fn(params, key, batch):
         check_image_batch(batch, image_shape, who="The flow evaluator")
-        out = {"exact (uniform dequantization)": uniform_nll(params, key, batch, eval_preprocess, eval_offset)}
+        c, _ = conditions(key, batch, False)
+        out = {"exact (uniform dequantization)": uniform_nll(params, key, batch, eval_preprocess, eval_offset, c,
+                                                             None)}
         if variational:
-            out["variational dequantization bound"] = variational_nll(params, jax.random.fold_in(key, 1), batch)
+            out["variational dequantization bound"] = variational_nll(params, jax.random.fold_in(key, 1), batch, c,
+                                                                      None)
         return out
 
     def init(key):
@@ -615,11 +691,12 @@ def build(config: ConfigDict, info) -> ModelSpec:
             return params
         return {"flow": params, "dequantizer": deq_nets.init(k2, jnp.zeros((1, dim)), jnp.zeros((1, dim)))}
 
-    def sample(params, key, num, labels=None):
-        if num_classes and labels is None:
-            labels = jnp.arange(num) % num_classes
-        batch = {"label": labels} if num_classes else {}
-        y = flow_sample(bijector(params, batch), lambda k, n: m.temperature * jax.random.normal(k, (n, dim)), key, num)
+    def sample(params, key, num, condition=None):
+        """`num` images given the raw condition [num, ...] (class labels default to
+        0, 1, ..., K-1, 0, ...; other kinds must be given)."""
+        c = check_condition(cond, condition if condition is not None else default_condition(cond, num), num,
+                            who="The flow sampler")
+        y = flow_sample(bijector(params, c), lambda k, n: m.temperature * jax.random.normal(k, (n, dim)), key, num)
         return jnp.clip(y, 0.0, 1.0).reshape((num, *image_shape))
 
     data_init = None
@@ -634,4 +711,4 @@ def build(config: ConfigDict, info) -> ModelSpec:
 
     estimators = ("exact (uniform dequantization)",) + (("variational dequantization bound",) if variational else ())
     return ModelSpec(init=init, loss_fn=loss_fn, sample=sample, eval_fn=eval_fn, num_dims=dim,
-                     stochastic=estimators, data_init=data_init, num_classes=num_classes)
+                     stochastic=estimators, data_init=data_init, num_classes=num_classes, condition=cond)

@@ -31,6 +31,25 @@ Both take an optional class label (`num_classes`, `labels`): a learned embedding
 as a bias to every layer, :math:`h \\mapsto h + V^\\top \\mathrm{onehot}(y)` — it does not
 depend on any pixel, so the autoregressive property is unchanged.
 
+Both also take any condition of the shared interface (`condition_spec`, a
+`jgen.conditioning.ConditionSpec` of kind "vector", "tokens" or "image"; the
+Conditional PixelCNN of van den Oord et al. 2016b, Sec. 2.3): a `ConditionEncoder`
+submodule ("condition") maps the raw condition to an embedding
+:math:`s` [B, E] and, for images, a map :math:`m` [B, H, W, M] at the image's
+resolution, and every layer gets the bias
+
+.. math::
+    h \\mapsto h + V^\\top s + W \\star_{1\\times 1} m,
+
+global (Eq. 4) plus location-dependent (Eq. 5, with the map already at full
+resolution, so :math:`W` is a 1x1 convolution); V and W start at zero (training
+starts from the unconditional network). Neither depends on x, so the model
+is a normalised autoregressive distribution p(x | c) for every c; the map may use
+the whole condition (it is not causal in x). Call with `condition=` (and `drop=`,
+bool [B], for the encoder's null condition), or with `context=(s, m)` precomputed
+by `model.apply(params, condition, drop, method="encode")` (the sampler encodes
+once and reuses it for every pixel).
+
 Feature channels are split into C contiguous colour groups (feature f of n belongs to
 group ``f * C // n``), so hidden widths must be multiples of C.
 
@@ -59,6 +78,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgen.conditioning.encoder import ConditionEncoder
+from jgen.conditioning.spec import ConditionSpec, check_condition
 from jgen.typing import Array, Params
 
 
@@ -161,12 +182,71 @@ class _LabelBias(nn.Module):
 
 def _label_bias_fn(module: nn.Module, labels: Any) -> Callable[[jax.Array, str], jax.Array]:
     """`add(h, name)`: adds layer `name`'s label bias to h (the identity without labels)."""
+    return _condition_bias_fn(labels, getattr(module, "num_classes", None), None)
+
+
+def _check_spec(owner: str, spec: Any) -> None:
+    if spec is not None and (not isinstance(spec, ConditionSpec) or spec.kind not in ("vector", "tokens", "image")):
+        raise ValueError(
+            f"{owner}: condition_spec must be a jgen.conditioning.ConditionSpec of kind 'vector', 'tokens' or "
+            f"'image' (class labels use num_classes); received {spec!r}."
+        )
+
+
+def encode_condition(owner: str, spec: ConditionSpec, encoder: nn.Module, condition: Any,
+                     drop: Any) -> tuple[jax.Array, jax.Array | None]:
+    """Validates a raw condition against `spec` and runs the `ConditionEncoder`."""
+    num = jnp.shape(condition)[0] if jnp.ndim(condition) else 1
+    return encoder(check_condition(spec, condition, num, who=owner), drop)
+
+
+def resolve_context(owner: str, spec: ConditionSpec | None, encode: Callable, condition: Any, drop: Any,
+                    context: Any, batch: int, spatial: tuple[int, ...] | None = None):
+    """(vec [B, E], cmap [B, H, W, M] or None) of a call, or None for a model without
+    `condition_spec`; clear errors for a missing, superfluous or misshapen condition."""
+    if spec is None:
+        if condition is not None or context is not None:
+            raise ValueError(
+                f"{owner}: received a condition, but the module was built without condition_spec. Build it "
+                f"with condition_spec=jgen.conditioning.resolve(config, info) to condition on it."
+            )
+        return None
+    if (condition is None) == (context is None):
+        raise ValueError(
+            f"{owner}: this module is conditioned on a {spec.kind} condition; pass exactly one of "
+            f"condition= (the raw condition, [B, {', '.join(map(str, spec.shape))}] {np.dtype(spec.dtype).name}) "
+            f"or context= (vec, cmap) from method='encode'."
+        )
+    vec, cmap = encode(condition, drop) if context is None else context
+    if vec.ndim != 2 or vec.shape[0] != batch or (cmap is None) != (spec.kind != "image") or (
+            cmap is not None and (cmap.ndim != 4 or cmap.shape[0] != batch
+                                  or (spatial is not None and tuple(cmap.shape[1:3]) != tuple(spatial)))):
+        raise ValueError(
+            f"{owner}: the condition context must be (vec [B={batch}, E], cmap [B, H, W, M] for image "
+            f"conditions, else None) matching the input; received vec {jnp.shape(vec)}, cmap "
+            f"{None if cmap is None else jnp.shape(cmap)}."
+        )
+    return vec, cmap
+
+
+def _condition_bias_fn(labels: Any, num_classes: int | None, context) -> Callable[[jax.Array, str], jax.Array]:
+    """`add(h, name)`: adds layer `name`'s conditional biases to h: the label bias
+    :math:`V^\\top \\mathrm{onehot}(y)` and/or :math:`V^\\top s + W \\star m` of a
+    condition context (s, m); the identity for an unconditional model. Called inside a
+    compact `__call__` (the parameters are created in the caller's scope)."""
 
     def add(h: jax.Array, name: str) -> jax.Array:
-        if labels is None:
-            return h
-        bias = _LabelBias(module.num_classes, h.shape[-1], name=f"label_{name}")(jnp.asarray(labels))
-        return h + bias.astype(h.dtype)
+        if labels is not None:
+            h = h + _LabelBias(num_classes, h.shape[-1], name=f"label_{name}")(jnp.asarray(labels)).astype(h.dtype)
+        if context is not None:
+            vec, cmap = context
+            zeros = nn.initializers.zeros  # start from the unconditional network (and no random init to compile)
+            bias = nn.Dense(h.shape[-1], use_bias=False, kernel_init=zeros, name=f"cond_{name}")(vec)
+            h = h + bias[:, None, None, :].astype(h.dtype)
+            if cmap is not None:
+                h = h + nn.Conv(h.shape[-1], (1, 1), use_bias=False, kernel_init=zeros,
+                                name=f"cmap_{name}")(cmap).astype(h.dtype)
+        return h
 
     return add
 
@@ -290,7 +370,8 @@ class PixelCNN(nn.Module):
             h = h + MaskedConv(B, 1x1)(relu r)                    # channels
         out = MaskedConv(B, 1x1, C * P)(relu MaskedConv(B, 1x1)(relu h))
 
-    plus the label bias after every convolution when `num_classes` is set.
+    plus the label bias after every convolution when `num_classes` is set, and the
+    condition biases when `condition_spec` is set.
 
     Attributes:
       channels: feature channels of the residual stream (2h in the paper); a multiple
@@ -304,11 +385,20 @@ class PixelCNN(nn.Module):
       data_channels: C, the number of colour groups; None (default) means the input's
         channel count. Set it to 1 to feed a categorical map one-hot encoded,
         [B, H, W, K] (e.g. VQ-VAE code indices), with P = K output logits.
+      condition_spec: a `jgen.conditioning.ConditionSpec` (kind "vector", "tokens" or
+        "image") to condition on it: a `ConditionEncoder` ("condition") and the
+        biases :math:`V^\\top s + W \\star m` after every convolution (module doc).
 
     Call args:
       x: [B, H, W, C] pixels as numbers (e.g. {0, 1}, or x / 127.5 - 1 for 8-bit);
         integer input is cast to float32.
       labels: int [B] in [0, num_classes), required iff `num_classes` is set.
+      condition: the raw condition [B, ...] (with `condition_spec`), or
+      context: (vec [B, E], cmap [B, H, W, M] or None) from `encode` instead.
+      drop: optional bool [B], the encoder's null condition where True.
+
+    Methods:
+      encode(condition, drop=None) -> (vec, cmap): the encoder alone.
 
     Returns:
       Logits [B, H, W, C] (P = 1) or [B, H, W, C, P]; the logits of subpixel (i, j, c)
@@ -322,9 +412,22 @@ class PixelCNN(nn.Module):
     first_kernel_size: int = 7
     num_classes: int | None = None
     data_channels: int | None = None
+    condition_spec: ConditionSpec | None = None
+
+    def setup(self):
+        _check_spec("PixelCNN", self.condition_spec)
+        if self.condition_spec is not None:
+            self.encoder = ConditionEncoder(self.condition_spec, name="condition")
+
+    def encode(self, condition: Array, drop: Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """The raw condition [B, ...] -> (vec [B, E], cmap [B, H, W, M] or None)."""
+        if self.condition_spec is None:
+            raise ValueError("PixelCNN.encode: the module was built without condition_spec.")
+        return encode_condition("PixelCNN", self.condition_spec, self.encoder, condition, drop)
 
     @nn.compact
-    def __call__(self, x: Array, labels: Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, labels: Array | None = None, *, condition: Array | None = None,
+                 drop: Array | None = None, context=None) -> jax.Array:
         x = _check_images("PixelCNN", x)
         c = _data_channels("PixelCNN", x, self.data_channels)
         feats = _positive_int("PixelCNN", "channels", self.channels)
@@ -336,11 +439,13 @@ class PixelCNN(nn.Module):
                 f"use e.g. channels={2 * c * max(1, feats // (2 * c))}."
             )
         _check_labels("PixelCNN", labels, self.num_classes, x.shape[0])
-        add_label = _label_bias_fn(self, labels)
+        context = resolve_context("PixelCNN", self.condition_spec, self.encode, condition, drop, context, x.shape[0],
+                                  x.shape[1:3])
+        add_bias = _condition_bias_fn(labels, self.num_classes, context)
 
         def conv(h, width, kernel, mask_type, name):
             h = MaskedConv2D(width, kernel, mask_type, c, name=name)(h)
-            return add_label(h, name)
+            return add_bias(h, name)
 
         h = conv(x, feats, self.first_kernel_size, "A", "conv_in")
         for layer in range(self.num_layers):
@@ -403,8 +508,10 @@ class GatedPixelCNN(nn.Module):
       num_classes: set to condition on class labels (the conditional biases
         :math:`V^\\top y` of the paper's Eq. 4).
       data_channels: as in `PixelCNN`.
+      condition_spec: as in `PixelCNN`: the biases :math:`V^\\top s` (Eq. 4) and
+        :math:`W \\star m` (Eq. 5) on both stacks of every layer and the head.
 
-    Call args / Returns: as `PixelCNN`.
+    Call args / Methods / Returns: as `PixelCNN`.
     """
 
     channels: int = 64
@@ -414,25 +521,40 @@ class GatedPixelCNN(nn.Module):
     first_kernel_size: int = 7
     num_classes: int | None = None
     data_channels: int | None = None
+    condition_spec: ConditionSpec | None = None
+
+    def setup(self):
+        _check_spec("GatedPixelCNN", self.condition_spec)
+        if self.condition_spec is not None:
+            self.encoder = ConditionEncoder(self.condition_spec, name="condition")
+
+    def encode(self, condition: Array, drop: Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """The raw condition [B, ...] -> (vec [B, E], cmap [B, H, W, M] or None)."""
+        if self.condition_spec is None:
+            raise ValueError("GatedPixelCNN.encode: the module was built without condition_spec.")
+        return encode_condition("GatedPixelCNN", self.condition_spec, self.encoder, condition, drop)
 
     @nn.compact
-    def __call__(self, x: Array, labels: Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, labels: Array | None = None, *, condition: Array | None = None,
+                 drop: Array | None = None, context=None) -> jax.Array:
         x = _check_images("GatedPixelCNN", x)
         c = _data_channels("GatedPixelCNN", x, self.data_channels)
         feats = _positive_int("GatedPixelCNN", "channels", self.channels)
         p = _positive_int("GatedPixelCNN", "num_outputs_per_subpixel", self.num_outputs_per_subpixel)
         _check_groups("GatedPixelCNN", "channels", feats, c)
         _check_labels("GatedPixelCNN", labels, self.num_classes, x.shape[0])
-        add_label = _label_bias_fn(self, labels)
+        context = resolve_context("GatedPixelCNN", self.condition_spec, self.encode, condition, drop, context, x.shape[0],
+                                  x.shape[1:3])
+        add_bias = _condition_bias_fn(labels, self.num_classes, context)
 
         def layer(v, h, k, mask_type, name):
             k = _odd_kernel("GatedPixelCNN", k)[0]
             v_pre = nn.Conv(2 * feats, (k // 2 + 1, k), padding=((k // 2, 0), (k // 2, k // 2)),
                             name=f"{name}_vertical")(v)
-            v_pre = add_label(v_pre, f"{name}_vertical")
+            v_pre = add_bias(v_pre, f"{name}_vertical")
             h_pre = MaskedConv2D(2 * feats, (1, k), mask_type, c, name=f"{name}_horizontal")(h)
             h_pre = h_pre + nn.Conv(2 * feats, (1, 1), use_bias=False, name=f"{name}_link")(_down_shift(v_pre))
-            h_pre = add_label(h_pre, f"{name}_horizontal")
+            h_pre = add_bias(h_pre, f"{name}_horizontal")
             h_out = MaskedConv2D(feats, 1, "B", c, name=f"{name}_out")(_gate(h_pre, c))
             return _gate(v_pre, c), h_out
 
@@ -440,7 +562,7 @@ class GatedPixelCNN(nn.Module):
         for i in range(self.num_layers):
             v, h_new = layer(v, h, self.kernel_size, "B", f"layer{i}")
             h = h + h_new
-        h = add_label(MaskedConv2D(feats, 1, "B", c, name="head_hidden")(nn.relu(h)), "head_hidden")
+        h = add_bias(MaskedConv2D(feats, 1, "B", c, name="head_hidden")(nn.relu(h)), "head_hidden")
         out = MaskedConv2D(c * p, 1, "B", c, name="head_out")(nn.relu(h))
         return _output_shape(out, c, p)
 
@@ -452,6 +574,7 @@ def flat_logits_fn(
     *,
     labels: Array | None = None,
     input_fn: Callable[[jax.Array], jax.Array] | None = None,
+    context=None,
 ) -> Callable[[jax.Array], jax.Array]:
     """The `x_flat [B, D] -> logits [B, D]` (or [B, D, V]) function of `ancestral_sample`.
 
@@ -467,6 +590,9 @@ def flat_logits_fn(
       input_fn: maps the [B, H, W, C] canvas to the network input; default casts to
         float32 (right for binary canvases; for a categorical canvas of 8-bit ints use
         e.g. `lambda x: x / 127.5 - 1`, as in training).
+      context: (vec, cmap) of a model with `condition_spec`, from
+        `model.apply(params, condition, method="encode")` (computed once, reused at
+        every step).
 
     Returns:
       The logits function.
@@ -485,7 +611,7 @@ def flat_logits_fn(
             )
         x = x_flat.reshape((x_flat.shape[0], h, w, c))
         x = input_fn(x) if input_fn is not None else x.astype(jnp.float32)
-        out = model.apply(params, x, labels)
+        out = model.apply(params, x, labels) if context is None else model.apply(params, x, labels, context=context)
         return out.reshape((x_flat.shape[0], h * w * c) + out.shape[4:])
 
     return logits_fn

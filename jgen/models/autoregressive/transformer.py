@@ -27,6 +27,19 @@ then a final LayerNorm and a linear map to the V logits. With ``num_classes > 0`
 model is class-conditional: a label embedding is **added to every position** (so the
 positions, and the cache, are the same as for the unconditional model).
 
+With ``condition_spec`` (a `jgen.conditioning.ConditionSpec` of kind "vector",
+"tokens" or "image") the model is conditioned on that condition the same way: a
+`ConditionEncoder` submodule ("condition") gives the embedding s [B, E], and
+:math:`W_s s` is added to every position; for image conditions the map m
+[B, H, W, M] (at the image's resolution, `condition_spec.image_shape` = (H, W, C))
+is laid out in the token order (subpixel (i * W + j) * C + c gets m[i, j]) and
+:math:`W_m m_t` is added at position t -- the position whose output predicts
+subpixel t when the sequence starts with a beginning-of-sequence token, as in the
+autoregressive family. Neither depends on the tokens, so causality (and the
+cache) are unchanged, and the map may use the whole condition. Call with
+``condition=`` (and ``drop=`` for the null condition) or a ``context=`` from
+`encode`, computed once per sequence (the cached sampler reuses it every step).
+
 Key-value cache. Position t's keys and values depend only on positions <= t, so
 decoding one new token needs the queries of that position only, against the keys and
 values of all earlier positions. `KVCache` holds them explicitly, per layer
@@ -53,6 +66,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgen.conditioning.encoder import ConditionEncoder
+from jgen.conditioning.spec import ConditionSpec, check_condition
 from jgen.typing import Array
 
 _EMBED_INIT = nn.initializers.normal(0.02)
@@ -165,13 +180,20 @@ class CausalTransformer(nn.Module):
         position; then every call needs `label` int [B]); 0 for unconditional.
       position_embedding: "learned" (a trained [max_len, d_model] table) or
         "sinusoidal" (fixed).
+      condition_spec: a `jgen.conditioning.ConditionSpec` (kind "vector", "tokens" or
+        "image") to condition on it (see the module docstring); every call then
+        needs `condition=` (raw, [B, ...]) or `context=` (from `encode`).
 
     Methods:
-      __call__(tokens, label=None) -> logits [B, T, V].
-      from_embeddings(x [B, T, d_model], label=None) -> logits: the same network fed
-        token embeddings directly (for Jacobian tests and soft inputs).
-      extend(tokens [B, C], cache, label=None) -> (logits [B, C, V], cache): cached
-        decoding of C new positions (see the module docstring and `init_kv_cache`).
+      __call__(tokens, label=None, *, condition=None, drop=None, context=None)
+        -> logits [B, T, V].
+      from_embeddings(x [B, T, d_model], label=None, *, condition=None, drop=None,
+        context=None) -> logits: the same network fed token embeddings directly (for
+        Jacobian tests and soft inputs).
+      extend(tokens [B, C], cache, label=None, *, condition=None, drop=None,
+        context=None) -> (logits [B, C, V], cache): cached decoding of C new
+        positions (see the module docstring and `init_kv_cache`).
+      encode(condition, drop=None) -> context (vec [B, E], cmap [B, H, W, M] or None).
 
     Example:
       model = CausalTransformer(vocab_size=65, max_len=128, d_model=64, num_heads=4)
@@ -189,6 +211,7 @@ class CausalTransformer(nn.Module):
     mlp_ratio: int = 4
     num_classes: int = 0
     position_embedding: str = "learned"
+    condition_spec: ConditionSpec | None = None
 
     def setup(self):
         if self.d_model % self.num_heads:
@@ -202,6 +225,19 @@ class CausalTransformer(nn.Module):
             self.pos_embed = self.param("pos_embed", _EMBED_INIT, (self.max_len, self.d_model))
         if self.num_classes > 0:
             self.label_embed = nn.Embed(self.num_classes, self.d_model, embedding_init=_EMBED_INIT)
+        spec = self.condition_spec
+        if spec is not None:
+            if not isinstance(spec, ConditionSpec) or spec.kind not in ("vector", "tokens", "image"):
+                raise ValueError("CausalTransformer: condition_spec must be a jgen.conditioning.ConditionSpec of "
+                                 f"kind 'vector', 'tokens' or 'image' (labels use num_classes); received {spec!r}.")
+            if spec.kind == "image" and math.prod(spec.image_shape) > self.max_len:
+                raise ValueError(f"CausalTransformer: an image condition of {spec.image_shape} lays its map over "
+                                 f"{math.prod(spec.image_shape)} positions; max_len={self.max_len} is shorter.")
+            self.encoder = ConditionEncoder(spec, name="condition")
+            # Zero-initialised: training starts from the unconditional network.
+            self.condition_embed = nn.Dense(self.d_model, use_bias=False, kernel_init=nn.initializers.zeros)
+            if spec.kind == "image":
+                self.condition_map_embed = nn.Dense(self.d_model, use_bias=False, kernel_init=nn.initializers.zeros)
         self.blocks = [
             _Block(self.num_heads, self.d_model // self.num_heads, self.mlp_ratio * self.d_model)
             for _ in range(self.num_layers)
@@ -245,6 +281,42 @@ class CausalTransformer(nn.Module):
                              f"of shape {label.shape}.")
         return label
 
+    def _context(self, condition, drop, context, batch: int):
+        """The (vec, cmap) of a call (None without condition_spec), with clear errors."""
+        spec = self.condition_spec
+        if spec is None:
+            if condition is not None or context is not None:
+                raise ValueError("CausalTransformer: received a condition but condition_spec is None "
+                                 "(unconditional). Build it with condition_spec to condition on one.")
+            return None
+        if (condition is None) == (context is None):
+            raise ValueError(f"CausalTransformer: this model is conditioned on a {spec.kind} condition; pass "
+                             f"exactly one of condition= (raw, [B, {', '.join(map(str, spec.shape))}] "
+                             f"{np.dtype(spec.dtype).name}) or context= (from method='encode').")
+        vec, cmap = self.encode(condition, drop) if context is None else context
+        if vec.shape != (batch, spec.embed_dim) or (cmap is None) != (spec.kind != "image"):
+            raise ValueError(f"CausalTransformer: context must be (vec [B={batch}, {spec.embed_dim}], cmap or None); "
+                             f"received vec {jnp.shape(vec)}, cmap {None if cmap is None else jnp.shape(cmap)}.")
+        return vec, cmap
+
+    def encode(self, condition: Array, drop: Array | None = None) -> tuple[Array, Array | None]:
+        """The raw condition [B, ...] -> (vec [B, E], cmap [B, H, W, M] or None)."""
+        if self.condition_spec is None:
+            raise ValueError("CausalTransformer.encode: the model was built without condition_spec.")
+        num = jnp.shape(condition)[0] if jnp.ndim(condition) else 1
+        return self.encoder(check_condition(self.condition_spec, condition, num, who="CausalTransformer"), drop)
+
+    def _condition_bias(self, context, positions: Array) -> Array:
+        """[B, T, d_model]: W_s s at every position, plus W_m m_t for image conditions."""
+        vec, cmap = context
+        bias = self.condition_embed(vec)[:, None, :]
+        if cmap is not None:
+            h, w, c = self.condition_spec.image_shape
+            per_token = jnp.repeat(cmap.reshape((cmap.shape[0], h * w, cmap.shape[-1])), c, axis=1)  # [B, D, M]
+            per_token = jnp.pad(per_token, ((0, 0), (0, self.max_len - h * w * c), (0, 0)))
+            bias = bias + self.condition_map_embed(jnp.take(per_token, positions, axis=1))
+        return bias
+
     # -- forward passes -----------------------------------------------------------------
 
     def _positions(self, positions: Array) -> Array:
@@ -252,31 +324,37 @@ class CausalTransformer(nn.Module):
             return jnp.take(self.pos_embed, positions, axis=0)
         return sinusoidal_positions(positions, self.d_model)
 
-    def _inputs(self, x: Array, positions: Array, label) -> Array:
+    def _inputs(self, x: Array, positions: Array, label, context=None) -> Array:
         h = x + self._positions(positions)[None]
         label = self._check_label(label, x.shape[0])
         if label is not None:
             h = h + self.label_embed(label)[:, None, :]
+        if context is not None:
+            h = h + self._condition_bias(context, positions).astype(h.dtype)
         return h
 
     def _output(self, h: Array) -> Array:
         return self.head(self.ln_final(h))
 
-    def __call__(self, tokens: Array, label: Array | None = None) -> Array:
+    def __call__(self, tokens: Array, label: Array | None = None, *, condition: Array | None = None,
+                 drop: Array | None = None, context=None) -> Array:
         tokens = self._check_tokens(tokens)
-        return self.from_embeddings(self.token_embed(tokens), label)
+        return self.from_embeddings(self.token_embed(tokens), label, condition=condition, drop=drop, context=context)
 
-    def from_embeddings(self, x: Array, label: Array | None = None) -> Array:
+    def from_embeddings(self, x: Array, label: Array | None = None, *, condition: Array | None = None,
+                        drop: Array | None = None, context=None) -> Array:
         """x [B, T, d_model] (token embeddings, before positions) -> logits [B, T, V]."""
         if x.ndim != 3 or x.shape[-1] != self.d_model or x.shape[1] > self.max_len:
             raise ValueError(f"CausalTransformer: expected embeddings [B, T <= {self.max_len}, {self.d_model}]; "
                              f"received shape {x.shape}.")
-        h = self._inputs(x, jnp.arange(x.shape[1]), label)
+        context = self._context(condition, drop, context, x.shape[0])
+        h = self._inputs(x, jnp.arange(x.shape[1]), label, context)
         for block in self.blocks:
             h = block(h)
         return self._output(h)
 
-    def extend(self, tokens: Array, cache: KVCache, label: Array | None = None) -> tuple[Array, KVCache]:
+    def extend(self, tokens: Array, cache: KVCache, label: Array | None = None, *, condition: Array | None = None,
+               drop: Array | None = None, context=None) -> tuple[Array, KVCache]:
         """Cached decoding of C new positions cache.index .. cache.index + C - 1.
 
         Args:
@@ -285,6 +363,8 @@ class CausalTransformer(nn.Module):
             room: index + C <= T_cache (not checked when index is traced; writes past
             the end are clamped by XLA and corrupt the last slots).
           label: int [B] for a class-conditional model.
+          condition, drop, context: for a model with `condition_spec` (pass the
+            `context` from `encode` when decoding step by step: it is computed once).
 
         Returns:
           (logits [B, C, V] for those positions -- equal to the full forward pass's
@@ -299,7 +379,8 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"CausalTransformer.extend: tokens {tokens.shape} do not fit the cache of batch "
                              f"{batch} and length {length}.")
         positions = cache.index + jnp.arange(tokens.shape[1])
-        h = self._inputs(self.token_embed(tokens), positions, label)
+        context = self._context(condition, drop, context, batch)
+        h = self._inputs(self.token_embed(tokens), positions, label, context)
         keys, values = [], []
         for block, k_cache, v_cache in zip(self.blocks, cache.keys, cache.values):
             h, k_cache, v_cache = block.extend(h, k_cache, v_cache, cache.index)

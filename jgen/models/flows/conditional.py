@@ -18,6 +18,14 @@ bijector closes over the context, exactly as the unconditional
 `flow_fn(params)` closes over the parameters. Modules here hold architecture
 only.
 
+The context :math:`h(c)` is one of: a learned class embedding (`num_classes`), a
+float vector through an optional Dense layer, or -- with `condition_spec`, the
+shared conditioning interface of `jgen.conditioning` -- the output of a
+`ConditionEncoder` trained jointly with the flow: the embedding `vec` [B, E] of a
+vector, a caption (token sequence) or an image measurement, with, for images, the
+condition map [B, H, W, M] flattened and appended (`flat_context`). The encoder's
+`drop` swaps in its learned null condition (condition dropout).
+
 References:
   Winkler, Worrall, Hoogeboom & Welling, "Learning Likelihoods with Conditional
     Normalizing Flows", 2019. https://arxiv.org/abs/1912.00042
@@ -32,6 +40,27 @@ import jax
 import jax.numpy as jnp
 
 from jgen.bijectors import Chain, MaskedCoupling, Reverse, half_mask
+from jgen.conditioning.encoder import ConditionEncoder
+from jgen.conditioning.spec import ConditionSpec, check_condition
+
+
+def flat_context(vec: jax.Array, cmap: jax.Array | None) -> jax.Array:
+    """A `ConditionEncoder`'s output as one flat context [B, E (+ H * W * M)]: the
+    embedding, then (image conditions) the condition map flattened."""
+    if cmap is None:
+        return vec
+    return jnp.concatenate([vec, cmap.reshape((cmap.shape[0], -1)).astype(vec.dtype)], axis=-1)
+
+
+def flat_context_dim(spec: ConditionSpec) -> int:
+    """The width of `flat_context` for a condition `spec`."""
+    h, w, _ = spec.image_shape
+    return spec.embed_dim + (h * w * spec.map_channels if spec.kind == "image" else 0)
+
+
+def dummy_condition(spec: ConditionSpec, num: int = 1) -> jax.Array:
+    """A zero raw condition [num, *spec.shape] of the spec's dtype (for `init`)."""
+    return jnp.zeros((num, *spec.shape), spec.dtype)
 
 
 class ConditionalCouplingMLP(nn.Module):
@@ -58,11 +87,21 @@ class ConditionalCouplingMLP(nn.Module):
 class ConditionalCouplingMLPs(nn.Module):
     """`num_layers` conditioners plus an optional context embedding.
 
-    `embed(context)` maps the raw context to features: for `num_classes > 0` the
-    context is an integer label [B] looked up in a learned embedding of size
-    `context_features`; otherwise a float vector [B, C] goes through one Dense
-    layer with `context_features` outputs (or is used as is when
-    `context_features == 0`). `condition(x, i, features)` runs layer i.
+    `embed(context, drop=None)` maps the raw context to features:
+
+    - `condition_spec` set (a `jgen.conditioning.ConditionSpec` of kind "vector",
+      "tokens" or "image"): the context is that kind's raw condition (float
+      [B, D], int token ids [B, L], or an image measurement [B, h, w, c]), encoded
+      by a `ConditionEncoder` submodule named "condition" into `flat_context`
+      (the embedding, plus the flattened condition map for images); `drop` (bool
+      [B]) swaps in the null condition. Then, if `context_features > 0`, one Dense
+      layer.
+    - `num_classes > 0`: an integer label [B] looked up in a learned embedding of
+      size `context_features`;
+    - otherwise a float vector [B, C] goes through one Dense layer with
+      `context_features` outputs (or is used as is when `context_features == 0`).
+
+    `condition(x, i, features)` runs layer i.
     """
 
     num_layers: int
@@ -70,10 +109,16 @@ class ConditionalCouplingMLPs(nn.Module):
     dim: int
     context_features: int = 16
     num_classes: int = 0
+    condition_spec: ConditionSpec | None = None
 
     def setup(self):
+        if self.condition_spec is not None and self.num_classes > 0:
+            raise ValueError("ConditionalCouplingMLPs: give num_classes (class labels) or condition_spec "
+                             "(a ConditionEncoder's condition), not both.")
         self.nets = [ConditionalCouplingMLP(tuple(self.hidden), self.dim, name=f"coupling_{i}")
                      for i in range(self.num_layers)]
+        if self.condition_spec is not None:
+            self.encoder = ConditionEncoder(self.condition_spec, name="condition")
         if self.num_classes > 0:
             self.context_embed = nn.Embed(self.num_classes, self.context_features, name="context_embed")
         elif self.context_features > 0:
@@ -81,7 +126,15 @@ class ConditionalCouplingMLPs(nn.Module):
         else:
             self.context_embed = None
 
-    def embed(self, context: jax.Array) -> jax.Array:
+    def embed(self, context: jax.Array, drop: jax.Array | None = None) -> jax.Array:
+        if self.condition_spec is not None:
+            num = jnp.shape(context)[0] if jnp.ndim(context) else 1
+            context = check_condition(self.condition_spec, context, num, who="ConditionalCouplingMLPs")
+            features = flat_context(*self.encoder(context, drop))
+            return features if self.context_embed is None else self.context_embed(features)
+        if drop is not None:
+            raise ValueError("ConditionalCouplingMLPs: `drop` (condition dropout) needs a condition_spec; this "
+                             "module conditions on labels or a plain context vector.")
         if self.num_classes > 0:
             if context.ndim != 1 or not jnp.issubdtype(context.dtype, jnp.integer):
                 raise ValueError(
@@ -99,27 +152,28 @@ class ConditionalCouplingMLPs(nn.Module):
     def condition(self, x: jax.Array, i: int, features: jax.Array):
         return self.nets[i](x, features)
 
-    def __call__(self, x: jax.Array, context: jax.Array):
-        features = self.embed(context)
+    def __call__(self, x: jax.Array, context: jax.Array, drop: jax.Array | None = None):
+        features = self.embed(context, drop)
         return [net(x, features) for net in self.nets]
 
 
 def make_conditional_coupling_flow(nets: ConditionalCouplingMLPs, *, log_scale_bound: float | None = 3.0,
                                    final=()):
-    """`flow_fn(params, context) -> bijector` on [B, D]: `nets.num_layers` affine
-    half-mask couplings, each followed by `Reverse`, whose conditioners see the
-    context, then the bijectors in `final` (e.g. `[Sigmoid()]`).
+    """`flow_fn(params, context, drop=None) -> bijector` on [B, D]: `nets.num_layers`
+    affine half-mask couplings, each followed by `Reverse`, whose conditioners see
+    the context, then the bijectors in `final` (e.g. `[Sigmoid()]`).
 
     The context is embedded once per call (`nets.embed`), and every coupling
-    closes over the same features.
+    closes over the same features. `drop` (bool [B]) is the condition dropout of a
+    `condition_spec` model (see `ConditionalCouplingMLPs`).
     """
     dim = nets.dim
     # D = 1: nothing to keep, so the "coupling" is an affine map whose shift and
     # scale depend on the context alone.
     mask = half_mask(dim) if dim >= 2 else jnp.zeros((dim,), bool)
 
-    def flow_fn(params, context):
-        features = nets.apply(params, context, method=ConditionalCouplingMLPs.embed)
+    def flow_fn(params, context, drop=None):
+        features = nets.apply(params, context, drop, method=ConditionalCouplingMLPs.embed)
         layers = []
         for i in range(nets.num_layers):
             def conditioner(xm, i=i):
