@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 from PIL import Image
 
-from helpers import REPO_ROOT
 from jgen.cli import main
 from jgen.data import import_mnist
 
@@ -98,7 +98,8 @@ def test_tiny_variant_trains_samples_and_evaluates(config, tmp_path, monkeypatch
         assert os.path.isfile(os.path.join(workdir, name)), name
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert all(np.isfinite(r["loss"]) for r in rows)
-    family = json.load(open(os.path.join(workdir, "config.json")))["model"]["family"]
+    with open(os.path.join(workdir, "config.json")) as f:
+        family = json.load(f)["model"]["family"]
     if family != "gan":  # a two-player game's summed losses need not fall
         assert rows[-1]["loss"] < rows[0]["loss"]
     capsys.readouterr()
