@@ -21,7 +21,21 @@ ALL_CONFIGS = sorted(os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.jo
 # they are built and traced for every variant (test_conditional_variants_build) but not trained,
 # which keeps the suite inside CI's budget. The diffusion ones are trained end to end below.
 BUILT_ONLY = tuple(f"experiments/conditional/configs/captioned_digits_{n}.py" for n in ("vae", "gan", "flow", "pixelcnn"))
-CONFIGS = [c for c in ALL_CONFIGS if c not in BUILT_ONLY]
+# MNIST configs whose code paths other tests already train end to end (their family's tests, and
+# another config of the same family here): built and traced at the tiny and full sizes on the
+# digits (test_family_configs_build), not trained, for the same budget.
+FAMILY_BUILT_ONLY = {
+    "experiments/vae/configs/mnist_conv.py": "vae/mnist_dlm.py trains the conv VAE",
+    "experiments/vae/configs/mnist_iwae.py": "tests/losses/test_elbo_iwae.py, tests/families/test_vae_family.py",
+    "experiments/vae/configs/mnist_cvae.py": "tests/families/test_conditional_and_vq_training.py",
+    "experiments/vae/configs/mnist_vqvae.py": "mnist_vqvae_prior.py trains its tiny stage 1",
+    "experiments/flows/configs/mnist_glow.py": "tests/families/test_flow_family.py (glow training)",
+    "experiments/autoregressive/configs/mnist_pixelcnn_pp.py": "tests/families/test_autoregressive_family.py",
+    "experiments/autoregressive/configs/mnist_transformer.py": "tests/experiments/test_sequence_experiments.py",
+    "experiments/diffusion/configs/mnist_edm.py": "tests/families/test_diffusion_family.py (EDM)",
+    "experiments/ebm/configs/mnist_ebm.py": "tests/families/test_ebm_family.py",
+}
+CONFIGS = [c for c in ALL_CONFIGS if c not in BUILT_ONLY and c not in FAMILY_BUILT_ONLY]
 SHARED_MNIST = os.path.join(REPO_ROOT, "..", "shared", "data", "mnist")
 # Tiny variants that still run on the imported 28x28 MNIST (binarized, 8-bit conv, 8-bit flow);
 # the other MNIST configs' tiny variants run on the digits to keep the suite inside CI's budget.
@@ -40,7 +54,7 @@ def mnist_dir(tmp_path_factory):
 
 def test_every_family_config_is_covered():
     assert "experiments/vae/configs/digits.py" in CONFIGS and "experiments/vae/configs/mnist.py" in CONFIGS
-    assert all(c in ALL_CONFIGS for c in BUILT_ONLY)
+    assert all(c in ALL_CONFIGS for c in (*BUILT_ONLY, *FAMILY_BUILT_ONLY))
 
 
 VARIANTS = {  # the conditional configs' variants: each condition kind, tiny and CPU sizes
@@ -51,6 +65,21 @@ VARIANTS = {  # the conditional configs' variants: each condition kind, tiny and
     "captioned_digits_flow": ("tiny", "vector_tiny", "superres_tiny", "maf_tiny"),
     "captioned_digits_pixelcnn": ("tiny", "vector_tiny", "inpaint_tiny", "cpu"),
 }
+
+
+@pytest.mark.parametrize("config", sorted(FAMILY_BUILT_ONLY))
+def test_family_configs_build(config, monkeypatch):
+    """The MNIST configs that are not trained here build their model, and their parameter
+    shapes trace, at the tiny and the full size (on the digits: no data files needed)."""
+    import jax
+
+    from jgen.config import apply_overrides, load_config
+    from jgen.train.loop import abstract_state, setup
+
+    monkeypatch.chdir(REPO_ROOT)
+    for variant in (":tiny", ""):
+        run = setup(apply_overrides(load_config(config + variant), ["data.name=digits"]))
+        assert jax.tree.leaves(abstract_state(run).params)
 
 
 @pytest.mark.parametrize("config", [c for c in ALL_CONFIGS if "/conditional/" in c])
@@ -108,6 +137,17 @@ def test_tiny_variant_trains_samples_and_evaluates(config, tmp_path, monkeypatch
     assert main(["sample", "--workdir", workdir, "--num", "5", "--out", out_npz]) == 0
     samples = np.load(out_npz)["samples"]
     assert samples.shape[0] == 5 and samples.min() >= 0 and samples.max() <= 1
+    if config.endswith("captioned_digits_diffusion.py"):  # a caption on the command line, guidance overridden
+        from jgen.data.captioned_digits import tokenize
+
+        caption = "a big 7 in the top left|the digit two , small , center"
+        assert main(["sample", "--workdir", workdir, "--num", "3", "--out", out_npz, "--condition",
+                     f"text={caption}", "--guidance-scale", "0"]) == 0
+        saved = np.load(out_npz)
+        np.testing.assert_array_equal(saved["condition"], tokenize(caption.split("|"))[[0, 1, 0]])
+        assert saved["samples"].shape == (3, 24, 24, 1)
+        assert main(["sample", "--workdir", workdir, "--num", "2", "--out", out_npz, "--condition", "label=3"]) == 2
+        assert "text=CAPTION" in capsys.readouterr().err
     if config.endswith("vae/configs/digits.py"):  # the PNG path once (each call compiles the sampler again)
         out_png = str(tmp_path / "s.png")
         assert main(["sample", "--workdir", workdir, "--num", "4", "--out", out_png]) == 0
