@@ -202,3 +202,26 @@ def tiny_training(config: ConfigDict, *, num_steps: int = 40, save_every: int = 
     config.eval.iwae_chunk = 10
     config.sample.num = 16
     return config
+
+
+def split_variant(variant: str | None, name: str, example: str, **axes: tuple[str, ...]) -> dict[str, str]:
+    """Splits a compound config variant such as ``"vector_cpu"`` into its parts.
+
+    Each keyword is one axis (e.g. ``kind=("tokens", "vector")``, ``size=("cpu", "tiny")``);
+    a variant names at most one choice per axis, joined by "_", in any order.
+
+    Returns:
+      ``{axis: choice}``, with "" for an axis the variant does not name.
+
+    Raises:
+      ValueError: an unknown part, or two choices on one axis; the message lists the
+        choices and shows `example`.
+    """
+    parts = [p for p in (variant or "").split("_") if p]
+    chosen = {axis: [p for p in parts if p in choices] for axis, choices in axes.items()}
+    known = {c for choices in axes.values() for c in choices}
+    if any(p not in known for p in parts) or any(len(v) > 1 for v in chosen.values()):
+        listed = ", ".join(f"one {axis} {choices}" for axis, choices in axes.items())
+        raise ValueError(f"Unknown variant {variant!r} of {name}; join at most {listed} with '_' "
+                         f"(e.g. {example}).")
+    return {axis: v[0] if v else "" for axis, v in chosen.items()}

@@ -27,13 +27,13 @@ import numpy as np
 from jgen.config import load_saved_config
 from jgen.data import captioned_digits as cd
 from jgen.metrics.captions import caption_scores
-from jgen.metrics.frechet import frechet_distance
+from jgen.metrics.frechet import fid_from_features
 from jgen.train.loop import generate, restore_for_inference
 
 
 def pixel_fid(a: np.ndarray, b: np.ndarray) -> float:
-    fa, fb = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
-    return float(frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False)))
+    """FID of raw pixels: the Frechet distance of two image sets' flattened pixels."""
+    return fid_from_features(a.reshape(len(a), -1), b.reshape(len(b), -1))
 
 
 def diversity(samples: np.ndarray, repeats: int) -> float:

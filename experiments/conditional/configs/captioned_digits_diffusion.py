@@ -20,7 +20,7 @@ Sample with a caption (`jgen.data.captioned_digits.tokenize`), e.g.
 the guidance weight from a script with `spec.sampler_fns.run(..., guidance_scale=w)`.
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.diffusion import model_config, training_defaults
 
 KINDS = ("tokens", "vector", "label")
@@ -28,15 +28,8 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    kinds = [p for p in parts if p in KINDS]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in KINDS + SIZES]
-    if unknown or len(kinds) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/captioned_digits_diffusion; join at most one "
-                         f"condition kind {KINDS} and one size {SIZES} with '_' (e.g. ':vector_cpu', ':tiny').")
-    kind = kinds[0] if kinds else "tokens"
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/captioned_digits_diffusion", "':vector_cpu', ':tiny'", condition=KINDS, size=SIZES)
+    kind, size = v["condition"] or "tokens", v["size"]
 
     m = model_config(formulation="sde", sde="vp", prediction="eps", sampler="dpm_solver_pp_2m", sample_steps=20,
                      ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(6,), dropout=0.1, num_groups=16,

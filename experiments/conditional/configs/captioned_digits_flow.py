@@ -23,7 +23,7 @@ Variants (joined with "_", e.g. `:vector_tiny`):
     seconds, for the smoke test).
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.flow import model_config
 
 KINDS = ("tokens", "vector", "superres")
@@ -32,19 +32,11 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    kinds = [p for p in parts if p in KINDS]
-    archs = [p for p in parts if p in ARCHITECTURES]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in KINDS + ARCHITECTURES + SIZES]
-    if unknown or len(kinds) > 1 or len(archs) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/captioned_digits_flow; join at most one "
-                         f"condition {KINDS}, one architecture {ARCHITECTURES} and one size {SIZES} with '_' "
-                         "(e.g. ':vector', ':maf_tiny', ':tiny').")
-    kind = kinds[0] if kinds else "tokens"
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/captioned_digits_flow", "':vector', ':maf_tiny', ':tiny'",
+                      condition=KINDS, architecture=ARCHITECTURES, size=SIZES)
+    kind, arch, size = v["condition"] or "tokens", v["architecture"], v["size"]
 
-    m = model_config(architecture=archs[0] if archs else "coupling_mlp", num_layers=8, hidden=(512, 512))
+    m = model_config(architecture=arch or "coupling_mlp", num_layers=8, hidden=(512, 512))
     m.condition.kind = "image" if kind == "superres" else kind
     m.condition.operator = "superres:2" if kind == "superres" else ""
     m.condition.p_uncond = 0.1

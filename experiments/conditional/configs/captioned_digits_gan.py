@@ -15,7 +15,7 @@ Variants (joined with "_", e.g. `:vector_cpu`):
     steps: seconds, for the smoke test).
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.gan import model_config, training_defaults
 
 KINDS = ("tokens", "vector", "label")
@@ -23,15 +23,8 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    kinds = [p for p in parts if p in KINDS]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in KINDS + SIZES]
-    if unknown or len(kinds) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/captioned_digits_gan; join at most one "
-                         f"condition kind {KINDS} and one size {SIZES} with '_' (e.g. ':vector_cpu', ':tiny').")
-    kind = kinds[0] if kinds else "tokens"
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/captioned_digits_gan", "':vector_cpu', ':tiny'", condition=KINDS, size=SIZES)
+    kind, size = v["condition"] or "tokens", v["size"]
 
     m = model_config(architecture="dcgan", objective="non_saturating", features=64, latent_dim=64)
     m.condition.kind = kind

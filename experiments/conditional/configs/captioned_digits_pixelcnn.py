@@ -20,7 +20,7 @@ Variants (joined with "_", e.g. `:inpaint_tiny`):
     the smoke test).
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.autoregressive import model_config
 
 KINDS = ("tokens", "vector", "inpaint")
@@ -28,15 +28,8 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    kinds = [p for p in parts if p in KINDS]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in KINDS + SIZES]
-    if unknown or len(kinds) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/captioned_digits_pixelcnn; join at most one "
-                         f"condition {KINDS} and one size {SIZES} with '_' (e.g. ':inpaint', ':tiny').")
-    kind = kinds[0] if kinds else "tokens"
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/captioned_digits_pixelcnn", "':inpaint', ':tiny'", condition=KINDS, size=SIZES)
+    kind, size = v["condition"] or "tokens", v["size"]
 
     m = model_config(architecture="gated_pixelcnn", channels=64, num_layers=10)
     m.condition.kind = "image" if kind == "inpaint" else kind

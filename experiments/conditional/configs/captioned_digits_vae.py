@@ -17,7 +17,7 @@ Variants (joined with "_", e.g. `:vector_tiny`):
     for the smoke test).
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.vae import model_config
 
 KINDS = ("tokens", "vector", "label")
@@ -25,15 +25,8 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    kinds = [p for p in parts if p in KINDS]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in KINDS + SIZES]
-    if unknown or len(kinds) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/captioned_digits_vae; join at most one "
-                         f"condition kind {KINDS} and one size {SIZES} with '_' (e.g. ':vector', ':tiny').")
-    kind = kinds[0] if kinds else "tokens"
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/captioned_digits_vae", "':vector', ':tiny'", condition=KINDS, size=SIZES)
+    kind, size = v["condition"] or "tokens", v["size"]
 
     m = model_config(architecture="conv", conv_channels=(32, 64), conv_hidden=256, latent_dim=32)
     m.condition.kind = kind

@@ -15,7 +15,7 @@ steps: ~20-30 min on a busy 2-core CPU) or `tiny` (an MLP, 20 steps: seconds, fo
 test); e.g. `:superres_cpu`, `:colorize_cpu`, `:inpaint_cpu`, `:tiny` (= superres_tiny).
 """
 
-from jgen.config import base_config, tiny_training
+from jgen.config import base_config, split_variant, tiny_training
 from jgen.families.diffusion import model_config, training_defaults
 
 OPERATORS = {"superres": "superres:2", "colorize": "colorize", "inpaint": "inpaint"}
@@ -23,15 +23,9 @@ SIZES = ("cpu", "tiny")
 
 
 def get_config(variant: str | None = None):
-    parts = [p for p in (variant or "").split("_") if p]
-    ops = [p for p in parts if p in OPERATORS]
-    sizes = [p for p in parts if p in SIZES]
-    unknown = [p for p in parts if p not in (*OPERATORS, *SIZES)]
-    if unknown or len(ops) > 1 or len(sizes) > 1:
-        raise ValueError(f"Unknown variant {variant!r} of conditional/photo_diffusion; join at most one task "
-                         f"{tuple(OPERATORS)} and one size {SIZES} with '_' (e.g. ':colorize_cpu', ':tiny').")
-    op = OPERATORS[ops[0] if ops else "superres"]
-    size = sizes[0] if sizes else ""
+    v = split_variant(variant, "conditional/photo_diffusion", "':colorize_cpu', ':tiny'", task=tuple(OPERATORS),
+                      size=SIZES)
+    op, size = OPERATORS[v["task"] or "superres"], v["size"]
 
     m = model_config(formulation="sde", sde="vp", prediction="eps", sampler="dpm_solver_pp_2m", sample_steps=20,
                      ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), dropout=0.1, num_groups=16,
